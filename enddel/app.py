@@ -1,0 +1,161 @@
+"""The enddel application: ``hypercorn -k trio enddel.app:app``.
+
+:func:`create_app` builds the QuartTrio app and wires the parts together. At
+start-up (``before_serving``), each server process reads its configuration,
+attaches to the page cache, opens the upstream client and starts its render
+pool as tasks in the app's nursery; a configuration error stops start-up with
+one log line that says what to fix. Requests are routed by path:
+
+- ``/api`` and ``/api/...``: forwarded to the API upstream, every method;
+- GET and HEAD of a file in the client build: served as a static file;
+- every other GET and HEAD: rendered by the bundle (through the page cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import trio
+import xxhash
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from enddel import __version__
+from enddel.cache import PageStore, open_page_store
+from enddel.config import Config, ConfigError
+from enddel.http.proxy import UpstreamProxy, open_upstream_proxy
+from enddel.http.ssr import SsrHandler
+from enddel.http.static import StaticFiles
+from enddel.logs import server_log
+from enddel.pool import BundleLoadFailed, RenderPool
+from enddel.template import PageTemplate
+from workers.runtime import read_baseline
+
+__all__ = ["app", "create_app"]
+
+#: Exit status of a server process whose configuration or bundle is unusable.
+EXIT_STARTUP_FAILED = 2
+_READ_METHODS = ["GET", "HEAD"]
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclasses.dataclass
+class _Parts:
+    """What one server process builds at start-up and closes at shutdown."""
+
+    config: Config
+    pool: RenderPool
+    ssr: SsrHandler
+    static: StaticFiles
+    proxy: UpstreamProxy
+    store: PageStore | None
+    exits: contextlib.AsyncExitStack
+
+
+def create_app(config: Config | None = None) -> QuartTrio:
+    """Build the app; ``config`` defaults to the ``ENDDEL_*`` environment."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
+    holder: dict[str, _Parts] = {}
+
+    @app.before_serving
+    async def start() -> None:
+        try:
+            holder["parts"] = await _start(app, config)
+        except (ConfigError, BundleLoadFailed) as error:
+            # Raising would print the same message three times inside Quart's
+            # and hypercorn's tracebacks, and hypercorn 0.18 would exit 0. The
+            # message is the whole story, so log it and end this process with
+            # a failure status; hypercorn's master then stops the others.
+            server_log.critical("enddel cannot start: %s", error)
+            logging.shutdown()
+            os._exit(EXIT_STARTUP_FAILED)
+
+    @app.after_serving
+    async def stop() -> None:
+        parts = holder.pop("parts", None)
+        if parts is not None:
+            await parts.exits.aclose()
+            server_log.info("enddel stopped")
+
+    async def proxy(path: str = "") -> Response:
+        return await holder["parts"].proxy.forward(request)
+
+    async def page(path: str = "") -> Response:
+        arrived = trio.current_time()
+        parts = holder["parts"]
+        static = await parts.static.respond(request)
+        if static is not None:
+            return static
+        return await parts.ssr.respond(request, arrived)
+
+    app.add_url_rule("/api", "proxy", proxy, methods=_ALL_METHODS)
+    app.add_url_rule("/api/<path:path>", "proxy", proxy, methods=_ALL_METHODS)
+    app.add_url_rule("/", "page", page, methods=_READ_METHODS)
+    app.add_url_rule("/<path:path>", "page", page, methods=_READ_METHODS)
+    return app
+
+
+async def _start(app: QuartTrio, config: Config | None) -> _Parts:
+    config = Config.from_environ() if config is None else config
+    config.check_files()
+    index = config.client_dir / "index.html"
+    template = PageTemplate(index.read_bytes(), str(index))
+    bundle_version = _bundle_version(config)
+
+    exits = contextlib.AsyncExitStack()
+    try:
+        store = open_page_store(config) if config.cache_bytes > 0 else None
+        if store is not None:
+            exits.callback(store.close)
+        upstream = await exits.enter_async_context(open_upstream_proxy(config))
+        pool = RenderPool(config)
+        await exits.enter_async_context(_running(app, pool))
+    except BaseException:
+        await exits.aclose()
+        raise
+
+    ssr = SsrHandler(config, pool, store, template, bundle_version, app.nursery.start_soon)
+    server_log.info(
+        "enddel %s serving bundle %s (version %s) with %d render workers, "
+        "page cache %s, client build %s",
+        __version__, config.bundle, bundle_version, config.render_workers,
+        f"{config.cache_bytes} bytes" if store is not None else "off",
+        config.client_dir,
+    )  # fmt: skip
+    return _Parts(config, pool, ssr, StaticFiles(config.client_dir), upstream, store, exits)
+
+
+@contextlib.asynccontextmanager
+async def _running(app: QuartTrio, pool: RenderPool) -> Any:
+    """Run the pool in the app's nursery until the context exits."""
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await pool.run(task_status=task_status)
+
+    await app.nursery.start(run)
+    try:
+        yield pool
+    finally:
+        scope.cancel()
+
+
+def _bundle_version(config: Config) -> str:
+    """Digest of everything a render runs: a new bundle never serves old pages."""
+    digest = xxhash.xxh3_64()
+    digest.update(read_baseline().encode())
+    digest.update(config.bundle.read_bytes())
+    if config.bundle_prelude is not None:
+        digest.update(config.bundle_prelude.read_bytes())
+    return digest.hexdigest()
+
+
+app = create_app()
