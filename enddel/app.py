@@ -24,13 +24,16 @@ import xxhash
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from enddel import __version__
+from enddel import __version__, metrics
 from enddel.cache import PageStore, open_page_store
 from enddel.config import Config, ConfigError
-from enddel.http.proxy import UpstreamProxy, open_upstream_proxy
+from enddel.http.admin import PURGE_PATH, AdminEndpoints
+from enddel.http.fast import CachedPageFastPath
+from enddel.http.health import add_health_routes, listening_addresses, observing
+from enddel.http.proxy import ProxyPathConverter, UpstreamProxy, open_upstream_proxy
 from enddel.http.ssr import SsrHandler
 from enddel.http.static import StaticFiles
-from enddel.logs import server_log
+from enddel.logs import configure_logging, server_log
 from enddel.pool import BundleLoadFailed, RenderPool
 from enddel.template import PageTemplate
 from workers.runtime import read_baseline
@@ -40,7 +43,13 @@ __all__ = ["app", "create_app"]
 #: Exit status of a server process whose configuration or bundle is unusable.
 EXIT_STARTUP_FAILED = 2
 _READ_METHODS = ["GET", "HEAD"]
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: Methods forwarded to the API upstream: HTTP's own and WebDAV's. werkzeug
+#: routing needs a list; a method outside it gets 405 from enddel.
+_ALL_METHODS = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT",
+    "SEARCH",
+]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -53,21 +62,26 @@ class _Parts:
     static: StaticFiles
     proxy: UpstreamProxy
     store: PageStore | None
+    admin: AdminEndpoints
+    bundle_version: str
     exits: contextlib.AsyncExitStack
 
 
 def create_app(config: Config | None = None) -> QuartTrio:
     """Build the app; ``config`` defaults to the ``ENDDEL_*`` environment."""
+    configure_logging(os.environ.get("ENDDEL_LOG_LEVEL", "INFO").upper())
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = None
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
     holder: dict[str, _Parts] = {}
+    fast_path = CachedPageFastPath(app.asgi_app)
+    app.asgi_app = fast_path  # type: ignore[method-assign]
 
     @app.before_serving
     async def start() -> None:
         try:
-            holder["parts"] = await _start(app, config)
+            parts = holder["parts"] = await _start(app, config)
         except (ConfigError, BundleLoadFailed) as error:
             # Raising would print the same message three times inside Quart's
             # and hypercorn's tracebacks, and hypercorn 0.18 would exit 0. The
@@ -76,27 +90,39 @@ def create_app(config: Config | None = None) -> QuartTrio:
             server_log.critical("enddel cannot start: %s", error)
             logging.shutdown()
             os._exit(EXIT_STARTUP_FAILED)
+        fast_path.attach(parts.config, parts.store, parts.bundle_version)
 
     @app.after_serving
     async def stop() -> None:
+        fast_path.detach()
         parts = holder.pop("parts", None)
         if parts is not None:
             await parts.exits.aclose()
             server_log.info("enddel stopped")
 
-    async def proxy(path: str = "") -> Response:
-        return await holder["parts"].proxy.forward(request)
+    async def proxy(rest: str = "") -> Response:
+        arrived = trio.current_time()
+        response = await holder["parts"].proxy.forward(request)
+        return metrics.record_response("proxy", response, arrived)
 
     async def page(path: str = "") -> Response:
         arrived = trio.current_time()
         parts = holder["parts"]
         static = await parts.static.respond(request)
         if static is not None:
-            return static
-        return await parts.ssr.respond(request, arrived)
+            return metrics.record_response("static", static, arrived)
+        response = await parts.ssr.respond(request, arrived)
+        return metrics.record_response("ssr", response, arrived)
 
-    app.add_url_rule("/api", "proxy", proxy, methods=_ALL_METHODS)
-    app.add_url_rule("/api/<path:path>", "proxy", proxy, methods=_ALL_METHODS)
+    async def purge() -> Response:
+        return await holder["parts"].admin.purge(request)
+
+    app.add_url_rule(PURGE_PATH, "purge", purge, methods=["POST"])
+    add_health_routes(app)
+    app.url_map.converters["proxy_path"] = ProxyPathConverter
+    app.add_url_rule(
+        "/api<proxy_path:rest>", "proxy", proxy, methods=_ALL_METHODS, merge_slashes=False
+    )
     app.add_url_rule("/", "page", page, methods=_READ_METHODS)
     app.add_url_rule("/<path:path>", "page", page, methods=_READ_METHODS)
     return app
@@ -117,6 +143,8 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
         upstream = await exits.enter_async_context(open_upstream_proxy(config))
         pool = RenderPool(config)
         await exits.enter_async_context(_running(app, pool))
+        observed = observing(app.nursery, config, pool, store, bundle_version)
+        server_metrics = await exits.enter_async_context(observed)
     except BaseException:
         await exits.aclose()
         raise
@@ -124,12 +152,15 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
     ssr = SsrHandler(config, pool, store, template, bundle_version, app.nursery.start_soon)
     server_log.info(
         "enddel %s serving bundle %s (version %s) with %d render workers, "
-        "page cache %s, client build %s",
+        "page cache %s, client build %s, listening on %s (pid %d), metrics in %s",
         __version__, config.bundle, bundle_version, config.render_workers,
         f"{config.cache_bytes} bytes" if store is not None else "off",
-        config.client_dir,
+        config.client_dir, ", ".join(listening_addresses()) or "(unknown)",
+        os.getpid(), server_metrics.directory.path,
     )  # fmt: skip
-    return _Parts(config, pool, ssr, StaticFiles(config.client_dir), upstream, store, exits)
+    admin = AdminEndpoints(config.admin_token, store, bundle_version)
+    static = StaticFiles(config.client_dir)
+    return _Parts(config, pool, ssr, static, upstream, store, admin, bundle_version, exits)
 
 
 @contextlib.asynccontextmanager

@@ -72,6 +72,20 @@ class Config:
     cache_ignored_cookies: frozenset[str]
     #: Bearer token for the admin endpoints; ``None`` disables them.
     admin_token: str | None = dataclasses.field(repr=False)
+    #: Renders after which a render worker is replaced; 0 never replaces it.
+    worker_max_renders: int = 0
+    #: V8 heap size in bytes above which a render worker is replaced after its
+    #: render; 0 never replaces it.
+    worker_max_heap_bytes: int = 0
+    #: HTML file served (status 500, 503 or 504) when a render fails and no
+    #: stale page exists; ``None`` serves index.html with an empty outlet.
+    error_page: Path | None = None
+    #: Watch the bundle file and reload it when it changes.
+    watch_bundle: bool = False
+    #: URLs rendered into the page cache at start and after each reload.
+    warm_urls: tuple[str, ...] = ()
+    #: On reload, keep the old bundle's entries as stale (True) or purge them.
+    reload_keep_stale: bool = True
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -113,6 +127,17 @@ class Config:
                 "ENDDEL_CACHE_IGNORED_COOKIES", frozenset(), _name_set
             ),
             admin_token=env.get("ENDDEL_ADMIN_TOKEN", None, _secret, secret=True),
+            worker_max_renders=env.get(
+                "ENDDEL_WORKER_MAX_RENDERS", 0, _int_in(0, 2**40)
+            ),
+            worker_max_heap_bytes=env.get(
+                "ENDDEL_WORKER_MAX_HEAP_MB", 0, _int_in(0, 16 * KIB)
+            )
+            * MIB,
+            error_page=env.get("ENDDEL_ERROR_PAGE", None, _path),
+            watch_bundle=env.get("ENDDEL_WATCH", False, _flag),
+            warm_urls=env.get("ENDDEL_WARM_URLS", (), _url_list),
+            reload_keep_stale=env.get("ENDDEL_RELOAD_STALE", True, _flag),
         )
 
     def check_files(self) -> None:
@@ -132,6 +157,11 @@ class Config:
                 f"ENDDEL_CLIENT_DIR={str(self.client_dir)!r}: "
                 f"{str(index)!r} not found. Point ENDDEL_CLIENT_DIR at the folder "
                 "that your client build writes index.html to."
+            )
+        if self.error_page is not None and not self.error_page.is_file():
+            raise ConfigError(
+                f"ENDDEL_ERROR_PAGE={str(self.error_page)!r}: no such file. Point "
+                "it at an HTML file, or unset it to serve index.html on errors."
             )
         if self.bundle_prelude is not None and not self.bundle_prelude.is_file():
             raise ConfigError(
@@ -223,6 +253,23 @@ def _segment_name(raw: str) -> str:
     if not raw.replace("-", "").replace("_", "").isalnum() or len(raw) > 200:
         raise ValueError("expected letters, digits, '-' and '_' only")
     return raw
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1, true, yes or on, or 0, false, no or off")
+
+
+def _url_list(raw: str) -> tuple[str, ...]:
+    urls = tuple(url.strip() for url in raw.split(",") if url.strip())
+    for url in urls:
+        if not url.startswith("/") or url.startswith("//"):
+            raise ValueError(f"expected paths such as /,/about; {url!r} is not one")
+    return urls
 
 
 def _secret(raw: str) -> str:

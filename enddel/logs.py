@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 __all__ = [
+    "configure_logging",
     "access_log",
     "cache_log",
     "pool_log",
@@ -33,3 +34,24 @@ pool_log = logging.getLogger("enddel.pool")
 cache_log = logging.getLogger("enddel.cache")
 proxy_log = logging.getLogger("enddel.proxy")
 static_log = logging.getLogger("enddel.static")
+
+
+_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+_DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send enddel's logs to stderr, unless the host application configured logging.
+
+    hypercorn configures only its own loggers, so without this enddel's INFO
+    lines would be dropped. A handler on the root logger or on ``enddel``
+    (from ``hypercorn --log-config``, say) means someone chose already, and
+    nothing is changed.
+    """
+    root = logging.getLogger("enddel")
+    if root.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(_FORMAT, _DATE_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)

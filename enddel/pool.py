@@ -17,6 +17,18 @@ Outcomes of a job, as the waiting request sees them:
 
 A worker that dies mid-render is restarted with backoff and its job is retried
 once on another worker; a second death fails the job with RenderFailed.
+
+A worker is *retired* (stopped between jobs and replaced at once, without
+backoff) after ``ENDDEL_WORKER_MAX_RENDERS`` renders, when its V8 heap passes
+``ENDDEL_WORKER_MAX_HEAP_MB``, after a render that ran out of heap, and after a
+bundle reload. Only one slot is retired at a time, so the others keep serving
+and no queued job waits for more than one worker start.
+
+Workers load a private copy of the bundle (a *snapshot*), never the deployed
+file itself: a worker restarted after a crash must run the bundle that the
+page cache keys were computed for, not whatever the deploy has written since.
+:meth:`RenderPool.reload` takes a new snapshot, loads it in a candidate worker,
+renders the check URLs, and only then switches the pool to it.
 """
 
 from __future__ import annotations
@@ -27,18 +39,24 @@ import logging
 import math
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
+import xxhash
 
 from enddel.config import Config
 from enddel.logs import pool_log, render_log
 from workers.protocol import Frame, FrameReader, Kind, ProtocolError, encode_frame
+from workers.runtime import read_baseline
 
 __all__ = [
     "BundleLoadFailed",
+    "BundleRejected",
+    "BundleSnapshot",
     "PoolClosed",
     "PoolOverloaded",
     "PoolStatistics",
@@ -65,6 +83,7 @@ RESTART_BACKOFF_MIN = 0.1
 RESTART_BACKOFF_MAX = 10.0
 HEALTHY_AFTER = 30.0
 _READ_BYTES = 1 << 16
+MIB = 1024 * 1024
 
 _CONSOLE_LEVELS = {
     "debug": logging.DEBUG,
@@ -105,6 +124,10 @@ class BundleLoadFailed(Exception):
     """The bundle did not load in a fresh worker; the server cannot start."""
 
 
+class BundleRejected(Exception):
+    """A reloaded bundle failed to load or to render a check URL; the old one serves."""
+
+
 class PoolState(enum.Enum):
     UNOPENED = "unopened"
     RUNNING = "running"
@@ -136,9 +159,51 @@ class RenderResult:
 class PoolStatistics:
     workers: int
     ready_workers: int
+    #: Workers waiting for a job; warm-up renders only when one is.
+    idle_workers: int
     queued_jobs: int
     restarts: int
+    #: Workers replaced between jobs: render or heap limit, or a reload.
+    retirements: int
     renders: int
+    bundle_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSnapshot:
+    """A private copy of the bundle (and prelude) that workers load."""
+
+    path: Path
+    prelude: Path | None
+    #: Digest of the baseline, prelude and bundle: part of every cache key.
+    version: str
+
+
+def bundle_version(bundle: bytes, prelude: bytes | None) -> str:
+    """Digest of everything a render runs: a new bundle never serves old pages."""
+    digest = xxhash.xxh3_64()
+    digest.update(read_baseline().encode())
+    digest.update(bundle)
+    if prelude is not None:
+        digest.update(prelude)
+    return digest.hexdigest()
+
+
+def take_snapshot(config: Config, folder: Path) -> BundleSnapshot:
+    """Copy the configured bundle and prelude into ``folder``; raise OSError."""
+    bundle = config.bundle.read_bytes()
+    prelude = None
+    if config.bundle_prelude is not None:
+        prelude = config.bundle_prelude.read_bytes()
+    version = bundle_version(bundle, prelude)
+    target = folder / version
+    target.mkdir(exist_ok=True)
+    (target / "bundle.js").write_bytes(bundle)
+    prelude_path = None
+    if prelude is not None:
+        prelude_path = target / "prelude.js"
+        prelude_path.write_bytes(prelude)
+    return BundleSnapshot(target / "bundle.js", prelude_path, version)
 
 
 @dataclass(eq=False)
@@ -176,7 +241,16 @@ class RenderPool:
         self._send, self._receive = trio.open_memory_channel[_Job](config.render_queue)
         self._worker_states = [WorkerState.STARTING] * config.render_workers
         self._restarts = 0
+        self._retirements = 0
         self._renders = 0
+        self._snapshots: Path | None = None
+        self._bundle: BundleSnapshot | None = None
+        #: Bumped by each accepted reload; a worker of an older generation retires.
+        self._generation = 0
+        #: Held while a slot replaces a retiring worker, so slots retire one by one.
+        self._retiring = trio.Lock()
+        #: Cancel scopes of supervisors waiting for a job, woken to retire.
+        self._idle_scopes: set[trio.CancelScope] = set()
 
     # -- the server's side ---------------------------------------------------
 
@@ -210,10 +284,18 @@ class RenderPool:
         return PoolStatistics(
             workers=len(states),
             ready_workers=sum(s in (WorkerState.IDLE, WorkerState.BUSY) for s in states),
+            idle_workers=sum(s is WorkerState.IDLE for s in states),
             queued_jobs=self._send.statistics().current_buffer_used,
             restarts=self._restarts,
+            retirements=self._retirements,
             renders=self._renders,
+            bundle_version=self.bundle_version,
         )
+
+    @property
+    def bundle_version(self) -> str:
+        """Version of the bundle that new renders run; empty before start."""
+        return "" if self._bundle is None else self._bundle.version
 
     @property
     def state(self) -> PoolState:
@@ -225,11 +307,80 @@ class RenderPool:
         """Start the workers, report started once all are ready, supervise them."""
         if self._state is not PoolState.UNOPENED:
             raise RuntimeError(f"render pool is {self._state.value}, not unopened")
+        with tempfile.TemporaryDirectory(prefix="enddel-bundles-") as folder:
+            self._snapshots = Path(folder)
+            try:
+                self._bundle = take_snapshot(self._config, self._snapshots)
+            except OSError as error:
+                raise BundleLoadFailed(f"cannot read the bundle: {error}") from None
+            try:
+                await self._run_workers(task_status)
+            finally:
+                self._state = PoolState.CLOSED
+                self._fail_queued_jobs()
+
+    async def reload(self, check_urls: Sequence[str]) -> str:
+        """Switch the pool to the bundle now on disk; return its version.
+
+        The new bundle is loaded in a candidate worker that renders each of
+        ``check_urls``; a load failure, a render error or a 5xx status raises
+        BundleRejected and the old bundle keeps serving. Once accepted, workers
+        retire one by one between jobs, each replaced by one running the new
+        bundle. Returns the current version unchanged when the bundle on disk
+        is the one already serving.
+        """
+        if self._state is not PoolState.RUNNING or self._snapshots is None:
+            raise PoolClosed(f"render pool is {self._state.value}")
         try:
-            await self._run_workers(task_status)
+            snapshot = take_snapshot(self._config, self._snapshots)
+        except OSError as error:
+            raise BundleRejected(f"cannot read the bundle: {error}") from None
+        if self._bundle is not None and snapshot.version == self._bundle.version:
+            return snapshot.version
+
+        await self._check_candidate(snapshot, check_urls)
+        self._bundle = snapshot
+        self._generation += 1
+        self._wake_idle()
+        pool_log.info("render pool switching to bundle version %s", snapshot.version)
+        return snapshot.version
+
+    async def _check_candidate(
+        self, snapshot: BundleSnapshot, check_urls: Sequence[str]
+    ) -> None:
+        candidate = _Worker(-1, self._command(snapshot), self._generation + 1)
+        try:
+            await candidate.start()
+            for job_id, url in enumerate(check_urls, start=1):
+                deadline = trio.current_time() + self._config.render_timeout
+                result, error = await self._check_render(
+                    candidate, job_id, url, deadline
+                )
+                if error is not None:
+                    raise BundleRejected(f"check render of {url} failed: {error}")
+                if result is not None and result.status >= 500:
+                    raise BundleRejected(
+                        f"check render of {url} returned status {result.status}"
+                    )
+        except (BundleLoadFailed, _WorkerDied) as error:
+            raise BundleRejected(f"the bundle failed to load: {error}") from None
         finally:
-            self._state = PoolState.CLOSED
-            self._fail_queued_jobs()
+            with trio.CancelScope(shield=True):
+                await candidate.stop()
+
+    async def _check_render(
+        self, candidate: _Worker, job_id: int, url: str, deadline: float
+    ) -> tuple[RenderResult | None, RenderError | None]:
+        job = _Job(job_id, url, deadline)
+        with trio.move_on_at(deadline + KILL_GRACE):
+            remaining = deadline - trio.current_time()
+            frame = await candidate.request(job_id, {"url": url, "timeout": remaining})
+            return _outcome(job, frame)
+        return None, RenderTimeout(f"check render of {url} passed its deadline")
+
+    def _wake_idle(self) -> None:
+        for scope in self._idle_scopes:
+            scope.cancel()
 
     async def _run_workers(self, task_status: Any) -> None:
         try:
@@ -264,11 +415,19 @@ class RenderPool:
         """Keep one worker slot filled: spawn, serve jobs, restart on exit."""
         backoff = RESTART_BACKOFF_MIN
         started = False
+        retiring = False
         while True:
-            worker = _Worker(slot, self._command())
+            worker = _Worker(slot, self._command(), self._generation)
             ready_at = trio.current_time()
             try:
-                await worker.start()
+                try:
+                    await worker.start()
+                finally:
+                    if retiring:
+                        # The successor is up (or failed): the next slot may retire.
+                        retiring = False
+                        self._retiring.release()
+                        self._wake_idle()
                 if not started:
                     started = True
                     task_status.started()
@@ -277,6 +436,14 @@ class RenderPool:
                 reason = await self._serve(worker)
                 if reason is None:
                     return
+                if isinstance(reason, _Retire):
+                    retiring = True
+                    self._retirements += 1
+                    pool_log.info(
+                        "retiring render worker %d (pid %s): %s",
+                        slot, worker.pid, reason,
+                    )  # fmt: skip
+                    continue
             except BundleLoadFailed:
                 if not started:
                     raise
@@ -300,12 +467,46 @@ class RenderPool:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
-    async def _serve(self, worker: _Worker) -> str | None:
+    def _retire_reason(self, worker: _Worker) -> _Retire | None:
+        limits = self._config
+        if worker.generation != self._generation:
+            return _Retire("the bundle was reloaded")
+        if worker.out_of_memory:
+            return _Retire("a render ran out of V8 heap")
+        if limits.worker_max_renders and worker.renders >= limits.worker_max_renders:
+            return _Retire(f"it reached {worker.renders} renders")
+        max_heap = limits.worker_max_heap_bytes
+        if max_heap and worker.heap_bytes >= max_heap:
+            return _Retire(f"its V8 heap reached {worker.heap_bytes // MIB} MB")
+        return None
+
+    async def _next_job(self, worker: _Worker) -> _Job | _Retire | None:
+        """Wait for a job, or for a reason to retire; None when the queue closed."""
+        while True:
+            reason = self._retire_reason(worker)
+            if reason is not None and not self._retiring.locked():
+                # Holding the lock across the stop and the next start makes
+                # the other slots wait, so only one worker restarts at a time.
+                await self._retiring.acquire()
+                return reason
+            with trio.CancelScope() as scope:
+                self._idle_scopes.add(scope)
+                try:
+                    return await self._receive.receive()
+                except trio.EndOfChannel:
+                    return None
+                finally:
+                    self._idle_scopes.discard(scope)
+
+    async def _serve(self, worker: _Worker) -> str | _Retire | None:
         """Feed jobs to one ready worker until it must be replaced; return why.
 
         Returns None when the queue closed, which means the pool is stopping.
         """
-        async for job in self._receive:
+        while True:
+            job = await self._next_job(worker)
+            if not isinstance(job, _Job):
+                return job
             self._worker_states[worker.slot] = WorkerState.BUSY
             requeued = False
             try:
@@ -321,7 +522,6 @@ class RenderPool:
                 if not requeued:
                     # Unfinished here only when cancelled: the pool is stopping.
                     job.finish(None, PoolClosed("render pool stopped during the render"))
-        return None
 
     async def _run_job(self, worker: _Worker, job: _Job) -> None:
         remaining = job.deadline - trio.current_time()
@@ -332,6 +532,7 @@ class RenderPool:
         with trio.move_on_at(job.deadline + KILL_GRACE):
             frame = await worker.request(job.job_id, {"url": job.url, "timeout": remaining})
             self._renders += 1
+            worker.count_render(frame.meta)
             _log_console(job.url, job.job_id, frame.meta.get("console"))
             job.finish(*_outcome(job, frame))
             return
@@ -357,19 +558,26 @@ class RenderPool:
         job.finish(None, RenderFailed("WorkerDied", f"render worker died: {reason}"))
         return False
 
-    def _command(self) -> list[str]:
+    def _command(self, snapshot: BundleSnapshot | None = None) -> list[str]:
         config = self._config
+        snapshot = self._bundle if snapshot is None else snapshot
+        assert snapshot is not None, "run() takes the snapshot before any worker starts"
         command = [
             sys.executable, "-m", "workers",
-            "--bundle", str(config.bundle),
+            "--bundle", str(snapshot.path), "--bundle-name", str(config.bundle),
             "--heap-bytes", str(config.v8_heap_bytes),
         ]  # fmt: skip
         command += ["--origin", config.public_origin, "--api-upstream", config.api_upstream]
         for host in sorted(config.fetch_allowed_hosts):
             command += ["--fetch-allow", host]
-        if config.bundle_prelude is not None:
-            command += ["--prelude", str(config.bundle_prelude)]
+        if snapshot.prelude is not None and config.bundle_prelude is not None:
+            command += ["--prelude", str(snapshot.prelude)]
+            command += ["--prelude-name", str(config.bundle_prelude)]
         return command
+
+
+class _Retire(str):
+    """Why an idle worker is replaced at once, without backoff."""
 
 
 def _log_console(url: str, job_id: int, lines: object) -> None:
@@ -479,12 +687,26 @@ def _headers(raw: object) -> tuple[tuple[str, str], ...]:
 class _Worker:
     """One render worker process and the pipe pair it is driven through."""
 
-    def __init__(self, slot: int, command: list[str]) -> None:
+    def __init__(self, slot: int, command: list[str], generation: int) -> None:
         self.slot = slot
+        self.generation = generation
+        self.renders = 0
+        self.heap_bytes = 0
+        self.out_of_memory = False
         self._command = command
         self._process: trio.Process | None = None
         self._reader = FrameReader()
         self._frames: list[Frame] = []
+
+    def count_render(self, meta: dict[str, Any]) -> None:
+        """Record one finished render and the heap size the worker reported."""
+        self.renders += 1
+        heap = meta.get("heap")
+        if isinstance(heap, int):
+            self.heap_bytes = heap
+        error = meta.get("error")
+        if isinstance(error, dict) and error.get("name") == "OutOfMemory":
+            self.out_of_memory = True
 
     @property
     def pid(self) -> int | None:

@@ -32,7 +32,11 @@ from enddel.cache.layout import (
 from enddel.cache.ring import Claims, Ring
 from enddel.cache.store import open_store
 
-KEYS = [b"v1\0/", b"v1\0/a", b"v1\0/a?x=1", b"v1\0/a/b", b"v1\0/b", b"v2\0/a", b"v2\0/"]
+#: More keys than the smallest entry limit (8), so the limit is reached.
+KEYS = [
+    *(b"v1\0/", b"v1\0/a", b"v1\0/a?x=1", b"v1\0/a/b", b"v1\0/b", b"v2\0/a"),
+    *(b"v2\0/", b"v1\0/c1", b"v1\0/c2", b"v1\0/c3", b"v1\0/c4", b"v1\0/c5"),
+]
 PREFIXES = [b"v1\0", b"v1\0/a", b"v1\0/a/", b"v2\0/", b"v3\0", b""]
 
 
@@ -156,7 +160,7 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule(
         key=st.sampled_from(KEYS),
-        size=st.one_of(st.integers(0, 64), st.integers(0, 5000)),
+        size=st.one_of(st.integers(0, 64), st.integers(0, 300), st.integers(0, 5000)),
         br=st.booleans(),
         gzip=st.booleans(),
     )
@@ -212,7 +216,7 @@ class CollidingRingMachine(RingMachine):
 
 
 MACHINE_SETTINGS = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -286,7 +290,7 @@ def test_store_purges(store: PageStore) -> None:
     assert store.purge_prefix(b"v1\0/a") == 3
     assert store.get(b"v1\0/a/b") is None
     assert store.get(b"v1\0/") is not None
-    assert store.purge_all() == 3
+    assert store.purge_all() == len(KEYS) - 4
     assert store.statistics().entries == 0
     assert store.statistics().bytes_used == 0
 

@@ -172,7 +172,10 @@ async def test_full_queue_is_overloaded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("globalThis.renderPage = (url) => {;\n", "failed to load: .*SyntaxError: Unexpected end of input"),
+        (
+            "globalThis.renderPage = (url) => {;\n",
+            "failed to load: .*SyntaxError: Unexpected end of input",
+        ),
         ("globalThis.render = () => 'x';", "does not define globalThis.renderPage"),
         ("throw new Error('no config at load time');", "no config at load time"),
     ],

@@ -6,7 +6,14 @@ import struct
 
 import pytest
 
-from workers.protocol import MAX_FRAME_BYTES, Frame, FrameReader, Kind, ProtocolError, encode_frame
+from workers.protocol import (
+    MAX_FRAME_BYTES,
+    Frame,
+    FrameReader,
+    Kind,
+    ProtocolError,
+    encode_frame,
+)
 
 
 def test_round_trip_in_single_bytes() -> None:
@@ -18,7 +25,10 @@ def test_round_trip_in_single_bytes() -> None:
     frames: list[Frame] = []
     for index in range(len(data)):
         frames.extend(reader.feed(data[index : index + 1]))
-    assert frames == [Frame(Kind.RESULT, 7, {"status": 404}, body), Frame(Kind.READY, 0, {})]
+    assert frames == [
+        Frame(Kind.RESULT, 7, {"status": 404}, body),
+        Frame(Kind.READY, 0, {}),
+    ]
     assert reader.pending_bytes == 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -108,7 +109,7 @@ Handler = Callable[[Exchange], Awaitable[None]]
 
 
 async def echo_handler(exchange: Exchange) -> None:
-    """Answer 200 with the request body; the default for unregistered paths."""
+    """Respond 200 with the request body. Paths without a handler get this one."""
     await exchange.request.complete.wait()
     content_type = (b"Content-Type", b"application/octet-stream")
     await exchange.respond(200, [content_type], bytes(exchange.request.body))
@@ -228,9 +229,8 @@ async def open_upstream(*, record: bool = True) -> AsyncIterator[Upstream]:
     """Listen on an ephemeral loopback port until the block exits."""
     async with trio.open_nursery() as nursery:
         upstream = Upstream(0, record=record)
-        listeners = await nursery.start(
-            trio.serve_tcp, upstream.serve_connection, 0, None, "127.0.0.1"
-        )
+        serve = functools.partial(trio.serve_tcp, host="127.0.0.1")
+        listeners = await nursery.start(serve, upstream.serve_connection, 0)
         upstream.port = listeners[0].socket.getsockname()[1]
         yield upstream
         nursery.cancel_scope.cancel()

@@ -37,9 +37,12 @@ _READ_BYTES = 1 << 16
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    # A terminal's Ctrl+C reaches the whole process group. The server decides
-    # when a worker stops, by closing its stdin, so a worker ignores SIGINT.
+    # A terminal's Ctrl+C and a service manager's SIGTERM reach the whole
+    # process group. The server decides when a worker stops, by closing its
+    # stdin once its requests have drained, so a worker ignores both and
+    # finishes the render in progress. SIGKILL still ends it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     output = _claim_stdout()
 
     engine = _load(args, output)
@@ -55,9 +58,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers")
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument(
+        "--bundle-name",
+        help="name of the bundle in stack traces and errors; default: --bundle",
+    )
+    parser.add_argument(
         "--prelude",
         type=Path,
         help="script evaluated after the baseline, before the bundle",
+    )
+    parser.add_argument(
+        "--prelude-name",
+        help="name of the prelude in stack traces and errors; default: --prelude",
     )
     parser.add_argument("--heap-bytes", type=int, help="V8 heap limit, in bytes")
     parser.add_argument(
@@ -95,10 +106,10 @@ def _load(args: argparse.Namespace, output: BinaryIO) -> Engine | None:
             prelude = args.prelude.read_text(encoding="utf-8")
         engine = Engine(
             source,
-            str(args.bundle),
+            args.bundle_name or str(args.bundle),
             heap_bytes=args.heap_bytes,
             prelude_source=prelude,
-            prelude_name=str(args.prelude),
+            prelude_name=args.prelude_name or str(args.prelude),
             origin=args.origin,
             api_upstream=args.api_upstream,
             fetch_allowed_hosts=args.fetch_allow,
@@ -156,7 +167,9 @@ def _render(engine: Engine, frame: Frame) -> bytes:
         raise
     except Exception as error:  # noqa: BLE001 - a failed render must not kill the worker
         return _error_frame(frame.job_id, type(error).__name__, traceback.format_exc())
-    meta = dict(outcome.meta, seconds=outcome.seconds)
+    # The heap size after each render lets the pool recycle a worker whose
+    # bundle leaks (ENDDEL_WORKER_MAX_HEAP_MB).
+    meta = dict(outcome.meta, seconds=outcome.seconds, heap=engine.heap_used_bytes())
     return encode_frame(Kind.RESULT, frame.job_id, meta, outcome.html.encode())
 
 

@@ -68,7 +68,6 @@ HEADER_BYTES: Final = 512
 RECORD: Final = struct.Struct("<IIQQIIIIIIIHHdddQ")
 CHECKED_FROM: Final = 16
 STATE_OFFSET: Final = 0
-LOGICAL_OFFSET: Final = 16
 
 #: Record states. A record is only reachable through the index while LIVE.
 STATE_FREE: Final = 0
@@ -82,8 +81,8 @@ FLAG_GZIP: Final = 2
 #: Index bucket: xxh3-64 digest of the key, then the record's logical offset
 #: plus one (0 marks an empty bucket, so digest 0 stays usable).
 BUCKET: Final = struct.Struct("<QQ")
-#: Attach table row: pid, pad, process start time (clock ticks since boot,
-#: which tells a reused PID apart), hits, misses.
+#: Attach table row: pid, pad, process start time (clock ticks since boot, so
+#: that a reused PID is not taken for the process that attached), hits, misses.
 ATTACH_ROW: Final = struct.Struct("<IIQQQ")
 #: Claim slot: 128-bit xxh3 digest of the key, owner pid, pad, owner start
 #: time, lease expiry (``time.time()`` seconds). pid 0 marks a free slot.
@@ -99,7 +98,7 @@ CLAIM_SLOTS: Final = 4096
 #: its brotli and gzip variants is rarely smaller. Smaller records still fit
 #: but then the entry limit, not the ring size, decides eviction.
 AVERAGE_RECORD_BYTES: Final = 2048
-#: Smallest entry limit, so a tiny test segment still holds a few entries.
+#: Smallest entry limit, so a tiny test segment still stores a few entries.
 MIN_ENTRIES: Final = 8
 #: Largest entry limit, keeping the index at 128 MiB or less.
 MAX_ENTRIES: Final = 1 << 22
@@ -110,7 +109,7 @@ MAX_FIELD_BYTES: Final = 0xFFFF_FFFF
 
 
 class LayoutError(Exception):
-    """The segment bytes do not form a valid page cache; the message says why."""
+    """The segment bytes are not a valid page cache; the message gives the reason."""
 
 
 class HeaderField:
@@ -176,7 +175,7 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Geometry:
-    """Where each region of a segment starts and how large it is, in bytes."""
+    """Offsets and sizes, in bytes, of the regions of one segment."""
 
     segment_bytes: int
     attach_offset: int
@@ -290,14 +289,19 @@ def read_geometry(buf: memoryview | bytearray) -> Geometry:
 
 def _check_geometry(geometry: Geometry, buffer_bytes: int) -> None:
     regions = [
-        ("attach table", geometry.attach_offset, geometry.attach_slots * ATTACH_ROW.size),
+        (
+            "attach table",
+            geometry.attach_offset,
+            geometry.attach_slots * ATTACH_ROW.size,
+        ),
         ("claim table", geometry.claims_offset, geometry.claim_slots * CLAIM_SLOT.size),
         ("index", geometry.index_offset, geometry.index_buckets * BUCKET.size),
         ("ring", geometry.ring_offset, geometry.ring_bytes),
     ]
     if geometry.segment_bytes > buffer_bytes:
         raise LayoutError(
-            f"header says {geometry.segment_bytes} bytes, segment has {buffer_bytes}"
+            f"header records {geometry.segment_bytes} bytes, but the segment has "
+            f"{buffer_bytes}"
         )
     end = HEADER_BYTES
     for name, offset, size in regions:
@@ -337,7 +341,7 @@ def decode_headers(blob: bytes) -> tuple[tuple[str, str], ...]:
 
 
 def record_size(entry: Entry) -> int:
-    """Bytes the record of ``entry`` takes in the ring, header and alignment included."""
+    """Return the ring bytes that the record of ``entry`` takes, padding included."""
     payload = (
         len(entry.key)
         + len(encode_headers(entry.headers))

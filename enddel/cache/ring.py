@@ -191,7 +191,13 @@ class Ring:
 
         position = self._place(length)
         self._evict(position + length - self._ring_bytes, entry.key, digest)
-        self._write_padding(load(self._buf, HeaderField.HEAD), position)
+        head = load(self._buf, HeaderField.HEAD)
+        if load(self._buf, HeaderField.TAIL) == head:
+            # Nothing left before the new record: skip the gap entirely, since a
+            # record that laps may cover the very bytes a padding mark would use.
+            store(self._buf, HeaderField.TAIL, position)
+        else:
+            self._write_padding(head, position)
         self._write_record(position, length, entry, digest)
 
         previous = self._find_live(entry.key, digest)
@@ -232,7 +238,7 @@ class Ring:
                 if bytes(self._key_at(tail, fields)) == key:
                     replaces = False
                 self._add(HeaderField.ENTRIES, -1)
-                self._add(HeaderField.BYTES_USED, -fields[4])
+                self._add(HeaderField.BYTES_USED, -int(fields[4]))
                 self._add(HeaderField.EVICTIONS, 1)
             tail += step
             # Published before the overwrite starts: see the module docstring.
@@ -248,7 +254,9 @@ class Ring:
             0.0, 0.0, 0.0, 0,
         )  # fmt: skip
 
-    def _write_record(self, logical: int, length: int, entry: Entry, digest: int) -> None:
+    def _write_record(
+        self, logical: int, length: int, entry: Entry, digest: int
+    ) -> None:
         pieces = _pieces(entry)
         flags = (FLAG_BR if entry.body_br is not None else 0) | (
             FLAG_GZIP if entry.body_gzip is not None else 0
@@ -338,7 +346,9 @@ class Ring:
     def _checksum_matches(self, logical: int, fields: tuple[int | float, ...]) -> bool:
         base = self._ring_offset + logical % self._ring_bytes
         end = base + RECORD.size + sum(int(size) for size in fields[5:11])
-        return xxhash.xxh3_64_intdigest(self._buf[base + CHECKED_FROM : end]) == fields[2]
+        return (
+            xxhash.xxh3_64_intdigest(self._buf[base + CHECKED_FROM : end]) == fields[2]
+        )
 
     # Record walking, under the lock.
 
@@ -352,7 +362,7 @@ class Ring:
         fields = RECORD.unpack_from(self._buf, self._ring_offset + physical)
         state, length = fields[0], fields[4]
         if fields[3] != logical:
-            raise LayoutError(f"record at {logical} says it is at {fields[3]}")
+            raise LayoutError(f"record at {logical} has logical offset {fields[3]}")
         if state == STATE_PADDING:
             if length != room:
                 raise LayoutError(f"padding of {length} bytes at {logical}")
@@ -399,7 +409,9 @@ class Ring:
         """Yield (bucket, logical offset) for each bucket holding ``digest``."""
         bucket = digest & self._mask
         while True:
-            found, reference = BUCKET.unpack_from(self._buf, self._bucket_offset(bucket))
+            found, reference = BUCKET.unpack_from(
+                self._buf, self._bucket_offset(bucket)
+            )
             if reference == 0:
                 return
             if found == digest:
@@ -443,7 +455,9 @@ class Ring:
             # Move the bucket at `scan` into the hole unless its home lies
             # cyclically after the hole, where a probe would not reach the hole.
             if (scan - home) & mask >= (scan - hole) & mask:
-                BUCKET.pack_into(self._buf, self._bucket_offset(hole), digest, reference)
+                BUCKET.pack_into(
+                    self._buf, self._bucket_offset(hole), digest, reference
+                )
                 hole = scan
         BUCKET.pack_into(self._buf, self._bucket_offset(hole), 0, 0)
 
@@ -478,7 +492,7 @@ class Claims:
 
     A mark is active while its owner process lives and its lease has not run
     out. :meth:`is_claimed` reads without the lock; a torn slot can only make
-    it answer wrongly for that instant, costing a duplicate render or one
+    it return a wrong result for that instant, costing a duplicate render or one
     extra wait, never a wrong page. :meth:`claim` and :meth:`release` run under
     the writer lock.
     """
@@ -507,7 +521,7 @@ class Claims:
     def claim(
         self, digest: bytes, pid: int, started: int, lease: float, now: float
     ) -> bool:
-        """Mark ``digest`` as rendered by ``pid`` unless someone else holds it.
+        """Mark ``digest`` as rendered by ``pid`` unless another owner marked it.
 
         Returns True when the caller owns the render now. When all slots of
         the key's window hold active marks of other keys, no mark is written
@@ -531,7 +545,7 @@ class Claims:
                 CLAIM_SLOT.pack_into(self._buf, offset, bytes(16), 0, 0, 0, 0.0)
 
     def is_claimed(self, digest: bytes, now: float) -> bool:
-        """Return whether a live process holds an unexpired mark on ``digest``."""
+        """Return whether a live process has an unexpired mark on ``digest``."""
         return any(
             found == digest and self._active(owner, started, expires, now)
             for _, found, owner, started, expires in self._window(digest)

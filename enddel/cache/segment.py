@@ -64,7 +64,7 @@ __all__ = [
     "process_start_ticks",
 ]
 
-#: Where Linux keeps POSIX shared memory; its free space bounds the segment.
+#: Mount point of POSIX shared memory on Linux; its free space bounds the segment.
 SHM_DIR: Final = Path("/dev/shm")
 _TRACKER_TYPE: Final = "shared_memory"
 _HAS_PROC: Final = Path("/proc/self/stat").exists()
@@ -199,7 +199,7 @@ class Segment:
     ) -> None:
         self.shm = shm
         self.name = shm.name
-        self.buf = shm.buf
+        self.buf = _buffer(shm)
         self.geometry = geometry
         self.lock = lock
         self.persist = persist
@@ -213,7 +213,12 @@ class Segment:
 
     def close(self) -> bool:
         """Detach; unlink the segment if this was the last live process and it
-        is not persistent. Returns whether the segment was unlinked."""
+        is not persistent. Returns whether the segment was unlinked.
+
+        NOTE: hypercorn spawns a replacement only after a server process has
+        exited, so when every process exits at once (``--max-requests``) the
+        last one unlinks and the replacements start with an empty cache.
+        """
         with self.lock:
             _fold_row(self.buf, self.row_offset)
             live = _sweep_rows(self.buf, self.geometry)
@@ -235,14 +240,14 @@ def open_segment(
     lock_dir: Path,
     fingerprint: int,
 ) -> Segment:
-    """Attach to segment ``name``, creating or resetting it as the module says."""
+    """Attach to segment ``name``, creating or resetting it as described above."""
     lock = WriterLock(lock_dir / f"{name}.lock")
     pid = os.getpid()
     started = process_start_ticks(pid) or 0
     try:
         with lock:
             shm, geometry = _attach_or_create(name, size_bytes, persist, fingerprint)
-            row_offset = _claim_row(shm.buf, geometry, pid, started)
+            row_offset = _claim_row(_buffer(shm), geometry, pid, started)
     except BaseException:
         lock.close()
         raise
@@ -265,9 +270,9 @@ def _attach_or_create(
         return _create(name, size_bytes, fingerprint)
     reason = _reset_reason(shm, size_bytes, persist, fingerprint)
     if reason is None:
-        geometry = read_geometry(shm.buf)
-        if _sweep_rows(shm.buf, geometry) == 0:
-            _repair(shm.buf, geometry)
+        geometry = read_geometry(_buffer(shm))
+        if _sweep_rows(_buffer(shm), geometry) == 0:
+            _repair(_buffer(shm), geometry)
         cache_log.info("attached to page cache segment %s", name)
         return shm, geometry
     cache_log.warning("resetting page cache segment %s: %s", name, reason)
@@ -284,11 +289,11 @@ def _reset_reason(
     Raises ConfigError when a live process uses it with other settings.
     """
     try:
-        geometry = read_geometry(shm.buf)
+        geometry = read_geometry(_buffer(shm))
     except LayoutError as error:
         return f"header is invalid ({error})"
-    live = _sweep_rows(shm.buf, geometry)
-    stored_fingerprint = load(shm.buf, HeaderField.FINGERPRINT)
+    live = _sweep_rows(_buffer(shm), geometry)
+    stored_fingerprint = load(_buffer(shm), HeaderField.FINGERPRINT)
     if geometry.segment_bytes != size_bytes or stored_fingerprint != fingerprint:
         if live:
             shm.close()
@@ -308,17 +313,21 @@ def _reset_reason(
 def _attach(name: str) -> SharedMemory | None:
     try:
         shm = SharedMemory(name, create=False)
-    except FileNotFoundError:  # nobody created it yet
+    except FileNotFoundError:  # not created yet
         return None
     _untrack(shm)
     return shm
 
 
-def _create(name: str, size_bytes: int, fingerprint: int) -> tuple[SharedMemory, Geometry]:
+def _create(
+    name: str, size_bytes: int, fingerprint: int
+) -> tuple[SharedMemory, Geometry]:
     try:
         geometry = Geometry.for_size(size_bytes)
     except LayoutError as error:
-        raise ConfigError(f"ENDDEL_CACHE_BYTES={size_bytes} is too small: {error}.") from None
+        raise ConfigError(
+            f"ENDDEL_CACHE_BYTES={size_bytes} is too small: {error}."
+        ) from None
     free = _shm_free_bytes()
     if free is not None:
         check_shm_space(size_bytes, free)
@@ -327,7 +336,7 @@ def _create(name: str, size_bytes: int, fingerprint: int) -> tuple[SharedMemory,
     try:
         _reserve(shm, size_bytes)
         format_segment(
-            shm.buf,
+            _buffer(shm),
             geometry,
             fingerprint=fingerprint,
             created_at=time.time(),
@@ -357,6 +366,13 @@ def _reserve(shm: SharedMemory, size_bytes: int) -> None:
         raise
     finally:
         os.close(fd)
+
+
+def _buffer(shm: SharedMemory) -> memoryview:
+    buf = shm.buf
+    if buf is None:
+        raise LayoutError(f"segment {shm.name!r} is already closed")
+    return buf
 
 
 def _untrack(shm: SharedMemory) -> None:

@@ -186,7 +186,7 @@ class PageStore:
             self._claims.release(digest, self._pid)
 
     def is_claimed(self, key: bytes) -> bool:
-        """Return whether a live process holds an unexpired mark on ``key``."""
+        """Return whether a live process has an unexpired mark on ``key``."""
         self._check_open()
         return self._claims.is_claimed(xxhash.xxh3_128_digest(key), time.time())
 

@@ -35,6 +35,7 @@ import quart
 import trio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import PathConverter
 
 from enddel.config import Config
 from enddel.http.proxy_rewrite import (
@@ -47,7 +48,12 @@ from enddel.http.proxy_rewrite import (
 )
 from enddel.logs import proxy_log
 
-__all__ = ["UpstreamBodyError", "UpstreamProxy", "open_upstream_proxy"]
+__all__ = [
+    "ProxyPathConverter",
+    "UpstreamBodyError",
+    "UpstreamProxy",
+    "open_upstream_proxy",
+]
 
 #: Idle upstream connections kept for reuse. hypercorn bounds concurrency on the
 #: client side, so the pool itself sets no cap on open connections.
@@ -55,6 +61,26 @@ KEEPALIVE_CONNECTIONS = 64
 #: Seconds an idle upstream connection is kept; below the 60 s to 75 s idle
 #: timeouts of common servers, so the pool rarely reuses a closing connection.
 KEEPALIVE_EXPIRY = 30.0
+
+
+class ProxyPathConverter(PathConverter):
+    """A URL converter for what follows ``/api``: nothing, or ``/`` and anything.
+
+    werkzeug's ``path`` converter never matches an empty string or one that
+    starts with ``/``, so ``/api/`` and ``/api//x`` would not reach the proxy.
+    Register it as ``app.url_map.converters["proxy_path"]`` and route
+    ``/api<proxy_path:rest>`` with ``merge_slashes=False``. The proxy reads the
+    raw path from the ASGI scope, so the matched value itself is not used.
+    """
+
+    regex = "(?:/.*)?"
+    part_isolating = False
+
+
+#: Largest upstream body without a Content-Length that is read whole for an
+#: HTTP/1.0 client, in bytes; such clients are rare (monitoring probes, old
+#: tools), and the limit keeps one of them from holding an unbounded body.
+HTTP10_BUFFER_BYTES = 16 * 1024 * 1024
 
 
 class UpstreamBodyError(Exception):
@@ -77,7 +103,8 @@ class _State(enum.Enum):
 class _ProxiedResponse(quart.Response):
     # The upstream decides the Content-Type; without this, a response that has
     # none would get Quart's default text/html.
-    default_mimetype = None
+    # Quart types the attribute as str; werkzeug itself accepts None here.
+    default_mimetype = None  # type: ignore[assignment]
 
 
 @asynccontextmanager
@@ -150,6 +177,11 @@ class UpstreamProxy:
             self._log_failure(upstream_request, "failed", error)
             return _error_response(502, "Bad gateway: the API could not be reached.")
 
+        if (
+            request.http_version == "1.0"
+            and "content-length" not in upstream_response.headers
+        ):
+            return await self._relay_buffered(upstream_response)
         return self._relay(upstream_response)
 
     def _build_request(self, request: quart.Request) -> httpx.Request:
@@ -185,16 +217,56 @@ class UpstreamProxy:
             yield chunk
 
     def _relay(self, upstream: httpx.Response) -> quart.Response:
+        # NOTE: a cancellation after forward() returns but before Quart starts
+        # sending the body skips _UpstreamBody.aclose(), which leaves this
+        # upstream connection open until the response object is collected.
         headers = response_headers(upstream.headers.raw, self._base)
         response = _ProxiedResponse(
             _UpstreamBody(upstream, self._base.url),
             status=upstream.status_code,
-            headers=Headers([(_text(name), _text(value)) for name, value in headers]),
+            headers=_werkzeug_headers(headers),
         )
         # Quart's RESPONSE_TIMEOUT would cut long event streams; the upstream
         # read timeout bounds every wait instead.
         response.timeout = None
         return response
+
+    async def _relay_buffered(self, upstream: httpx.Response) -> quart.Response:
+        # An HTTP/1.0 client cannot take chunked coding, so a body of unknown
+        # length would be delimited by closing the connection. hypercorn 0.18
+        # does not close after such a response, and the client would wait
+        # forever, so the body is read whole and sent with a Content-Length.
+        body = bytearray()
+        try:
+            async for chunk in upstream.aiter_raw():
+                body.extend(chunk)
+                if len(body) > HTTP10_BUFFER_BYTES:
+                    proxy_log.warning(
+                        "upstream %s sent more than %d bytes without a length "
+                        "to the HTTP/1.0 request %s %s",
+                        self._base.url,
+                        HTTP10_BUFFER_BYTES,
+                        upstream.request.method,
+                        upstream.request.url.raw_path.decode("ascii"),
+                    )
+                    return _error_response(
+                        502, "Bad gateway: the API response is too large for HTTP/1.0."
+                    )
+        except httpx.TimeoutException as error:
+            self._log_failure(upstream.request, "timed out", error)
+            return _error_response(504, "Gateway timeout: the API did not answer.")
+        except httpx.TransportError as error:
+            self._log_failure(upstream.request, "failed", error)
+            return _error_response(502, "Bad gateway: the API could not be reached.")
+        finally:
+            with trio.CancelScope(shield=True):
+                await upstream.aclose()
+
+        headers = response_headers(upstream.headers.raw, self._base)
+        # Quart sets Content-Length from the bytes.
+        return _ProxiedResponse(
+            bytes(body), status=upstream.status_code, headers=_werkzeug_headers(headers)
+        )
 
     def _log_failure(
         self, request: httpx.Request, outcome: str, error: httpx.HTTPError
@@ -243,6 +315,10 @@ class _UpstreamBody:
         # went away), and closing only drops or pools a socket, so it is quick.
         with trio.CancelScope(shield=True):
             await self._response.aclose()
+
+
+def _werkzeug_headers(headers: list[tuple[bytes, bytes]]) -> Headers:
+    return Headers([(_text(name), _text(value)) for name, value in headers])
 
 
 def _text(raw: bytes) -> str:

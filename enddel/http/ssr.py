@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import trio
 from quart import Request, Response
 
+from enddel import metrics
 from enddel.cache import Entry, PageStore
 from enddel.cache.policy import (
     Freshness,
@@ -99,6 +100,7 @@ class SsrHandler:
 
     async def respond(self, request: Request, arrived: float) -> Response:
         """Answer a GET or HEAD; ``arrived`` is the request's trio arrival time."""
+        metrics.start_timing()
         url = request_url(request)
         deadline = arrived + self._config.render_timeout
         bypass = self._store is None or bypasses_cache(
@@ -112,6 +114,7 @@ class SsrHandler:
             return await self._render_uncached(request, url, key, deadline)
 
         entry = self._lookup(key)
+        metrics.mark_timing("cache")
         now = time.time()
         state = Freshness.EXPIRED if entry is None else freshness(entry, now)
         if entry is not None and state is Freshness.FRESH:
@@ -139,6 +142,8 @@ class SsrHandler:
             flight = _Flight()
             self._flights[key] = flight
             self._spawn(self._fly, flight, url, key, deadline)
+        else:
+            metrics.count_cache("coalesced")
         with trio.move_on_at(deadline + 0.5):
             await flight.done.wait()
         if not flight.done.is_set():
@@ -248,6 +253,8 @@ class SsrHandler:
             headers.append(("Content-Type", "text/html; charset=utf-8"))
         headers.append(("Vary", "Accept-Encoding"))
         headers.append(("X-Cache", outcome))
+        headers.append(("Server-Timing", metrics.server_timing()))
+        metrics.count_cache(outcome.lower())
         if outcome in ("HIT", "STALE"):
             headers.append(("Age", str(age_seconds(entry, now))))
         if coding is None:
