@@ -31,8 +31,9 @@ from enddel.http.admin import PURGE_PATH, AdminEndpoints
 from enddel.http.fast import CachedPageFastPath
 from enddel.http.health import add_health_routes, listening_addresses, observing
 from enddel.http.proxy import ProxyPathConverter, UpstreamProxy, open_upstream_proxy
-from enddel.http.ssr import SsrHandler
+from enddel.http.ssr import SsrHandler, request_url
 from enddel.http.static import StaticFiles
+from enddel.lifecycle import Lifecycle
 from enddel.logs import configure_logging, server_log
 from enddel.pool import BundleLoadFailed, RenderPool
 from enddel.template import PageTemplate
@@ -65,6 +66,7 @@ class _Parts:
     admin: AdminEndpoints
     bundle_version: str
     exits: contextlib.AsyncExitStack
+    lifecycle: Lifecycle | None = None
 
 
 def create_app(config: Config | None = None) -> QuartTrio:
@@ -92,6 +94,14 @@ def create_app(config: Config | None = None) -> QuartTrio:
             os._exit(EXIT_STARTUP_FAILED)
         fast_path.attach(parts.config, parts.store, parts.bundle_version)
 
+        def switch_fast_path(version: str) -> None:
+            fast_path.attach(parts.config, parts.store, version)
+
+        parts.lifecycle = Lifecycle(
+            parts.config, parts.pool, parts.ssr, parts.store, [switch_fast_path]
+        )
+        await app.nursery.start(parts.lifecycle.run)
+
     @app.after_serving
     async def stop() -> None:
         fast_path.detach()
@@ -111,6 +121,8 @@ def create_app(config: Config | None = None) -> QuartTrio:
         static = await parts.static.respond(request)
         if static is not None:
             return metrics.record_response("static", static, arrived)
+        if parts.lifecycle is not None:
+            parts.lifecycle.note_request(request_url(request))
         response = await parts.ssr.respond(request, arrived)
         return metrics.record_response("ssr", response, arrived)
 

@@ -68,6 +68,7 @@ __all__ = [
     "MetricsDirectory",
     "ServerMetrics",
     "count_cache",
+    "count_render_outcome",
     "count_upstream_error",
     "count_worker_restart",
     "mark_timing",
@@ -110,13 +111,17 @@ SAMPLE_INTERVAL: Final = 1.0
 class _PoolFigures(Protocol):
     """What the sampler reads from a render pool (``RenderPool.statistics()``)."""
 
-    workers: int
-    ready_workers: int
-    queued_jobs: int
+    @property
+    def workers(self) -> int: ...
+    @property
+    def ready_workers(self) -> int: ...
+    @property
+    def queued_jobs(self) -> int: ...
 
 
 class _HasStatus(Protocol):
-    status_code: int
+    @property
+    def status_code(self) -> int: ...
 
 
 R = TypeVar("R", bound=_HasStatus)
@@ -168,7 +173,7 @@ class MetricsDirectory:
         """Leave; the last live process removes the directory and the lock file."""
         with self._lock:
             self._member.unlink(missing_ok=True)
-            mark_process_dead(self.pid, str(self.path))
+            _mark_dead(self.pid, self.path)
             if not self._sweep():
                 # Only this directory's own files: nothing outside it is touched.
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -183,9 +188,14 @@ class MetricsDirectory:
                 live += 1
                 continue
             if pid is not None:
-                mark_process_dead(pid, str(self.path))
+                _mark_dead(pid, self.path)
             member.unlink(missing_ok=True)
         return live
+
+
+def _mark_dead(pid: int, path: Path) -> None:
+    # prometheus-client 0.26 ships no annotations for its multiprocess helpers.
+    mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
 def _start_ticks(pid: int) -> int:
@@ -253,7 +263,9 @@ class _Instruments:
         )
         self.restarts = Counter(
             "enddel_render_worker_restarts",
-            "Render workers that exited and were replaced.",
+            "Render workers replaced, by reason: exited (crashed, killed, timed "
+            "out) or retired (render or heap limit, bundle reload).",
+            ["reason"],
             registry=None,
         )
         self.heap = Gauge(
@@ -290,8 +302,8 @@ class _Instruments:
         )
         self.upstream_errors = Counter(
             "enddel_upstream_errors",
-            "Failed upstream requests: timeout, connect (unreachable or broken "
-            "before the head), body (broken after the head).",
+            "Failed upstream requests: timeout, transport (refused, unresolvable "
+            "or broken before the response head), body (broken after it).",
             ["reason"],
             registry=None,
         )
@@ -355,7 +367,8 @@ class ServerMetrics:
         """
         live = self.directory.sweep()
         registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(registry, path=str(self.directory.path))
+        path = str(self.directory.path)
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         registry.register(_ScrapeCollector(self._info, live, store))
         return generate_latest(registry)
 
@@ -458,7 +471,7 @@ def open_metrics(config: Config, version: str, bundle_version: str) -> ServerMet
     # PROMETHEUS_MULTIPROC_DIR, but the directory is known only once the
     # configuration is read. A fresh multiprocess value class, taken before any
     # metric exists, writes to the directory just set.
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _active = ServerMetrics(directory, _ServerInfo(version, bundle_version), previous)
     return _active
 
@@ -514,32 +527,43 @@ def record_fast_hit() -> None:
         _active.count_cache("hit")
 
 
-def record_render(
-    started: float, seconds: float | None, error: BaseException | None
-) -> None:
-    """Record a finished render job that was queued at ``started`` (perf_counter).
+class _Rendered(Protocol):
+    @property
+    def seconds(self) -> float: ...
 
-    ``seconds`` is the render time the worker measured, None without a result.
+
+def record_render(
+    queued_at: float, result: _Rendered | None, error: BaseException | None
+) -> None:
+    """Record a render job that was queued at ``queued_at`` (trio time) and ended.
+
+    Adds ``queue`` and ``render`` spans to the current request's Server-Timing.
+    ``result.seconds`` is the render time the worker measured; the rest of the
+    wait is queueing and the pipe to and from the worker.
     """
-    timing = _timing.get(None)
-    if seconds is not None:
-        waited = max(time.perf_counter() - started - seconds, 0.0)
-        if timing is not None:
-            timing.add("queue", waited)
-            timing.add("render", seconds)
-    if _active is None:
+    if result is None:
+        count_render_outcome(_render_outcome(error))
         return
-    instruments = _active.instruments
-    instruments.renders.labels(_render_outcome(error)).inc()
-    if seconds is not None:
-        instruments.render_seconds.observe(seconds)
+    waited = max(trio.current_time() - queued_at - result.seconds, 0.0)
+    timing = _timing.get(None)
+    if timing is not None:
+        timing.add("queue", waited)
+        timing.add("render", result.seconds)
+    if _active is not None:
+        instruments = _active.instruments
+        instruments.renders.labels("ok").inc()
+        instruments.render_seconds.observe(result.seconds)
         instruments.queue_seconds.observe(waited)
 
 
+def count_render_outcome(outcome: str) -> None:
+    """Count a render job that ended with ``outcome`` (see ``enddel_renders``)."""
+    if _active is not None:
+        _active.instruments.renders.labels(outcome).inc()
+
+
 def _render_outcome(error: BaseException | None) -> str:
-    if error is None:
-        return "ok"
-    # Matched by name: enddel.pool imports this module, not the other way.
+    # Matched by name, because enddel.pool imports this module.
     return {
         "RenderTimeout": "timeout",
         "PoolOverloaded": "overloaded",
@@ -553,19 +577,20 @@ def record_worker_heap(slot: int, heap_bytes: object) -> None:
         _active.instruments.heap.labels(str(slot)).set(heap_bytes)
 
 
-def count_worker_restart() -> None:
+def count_worker_restart(reason: str) -> None:
+    """Count a render worker replaced because it ``exited`` or was ``retired``."""
     if _active is not None:
-        _active.instruments.restarts.inc()
+        _active.instruments.restarts.labels(reason).inc()
 
 
-def record_upstream(started: float) -> None:
-    """Record an upstream response head that arrived; ``started`` is perf_counter."""
+def record_upstream(sent_at: float) -> None:
+    """Record an upstream response head that arrived; ``sent_at`` is trio time."""
     if _active is not None:
-        _active.instruments.upstream_seconds.observe(time.perf_counter() - started)
+        _active.instruments.upstream_seconds.observe(trio.current_time() - sent_at)
 
 
 def count_upstream_error(reason: str) -> None:
-    """Count a failed upstream request: ``timeout``, ``connect`` or ``body``."""
+    """Count a failed upstream request: ``timeout``, ``transport`` or ``body``."""
     if _active is not None:
         _active.instruments.upstream_errors.labels(reason).inc()
 

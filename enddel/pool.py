@@ -48,6 +48,7 @@ from typing import Any
 import trio
 import xxhash
 
+from enddel import metrics
 from enddel.config import Config
 from enddel.logs import pool_log, render_log
 from workers.protocol import Frame, FrameReader, Kind, ProtocolError, encode_frame
@@ -263,9 +264,11 @@ class RenderPool:
         if self._state is not PoolState.RUNNING:
             raise PoolClosed(f"render pool is {self._state.value}")
         job = _Job(next(self._job_ids), url, deadline)
+        queued_at = trio.current_time()
         try:
             self._send.send_nowait(job)
         except trio.WouldBlock:
+            metrics.count_render_outcome("overloaded")
             raise PoolOverloaded(
                 f"render queue is full ({self._config.render_queue} jobs); "
                 "raise ENDDEL_RENDER_QUEUE or ENDDEL_RENDER_WORKERS"
@@ -274,6 +277,7 @@ class RenderPool:
             raise PoolClosed("render pool is closed") from None
 
         await job.done.wait()
+        metrics.record_render(queued_at, job.result, job.error)
         if job.error is not None:
             raise job.error
         assert job.result is not None
@@ -439,6 +443,7 @@ class RenderPool:
                 if isinstance(reason, _Retire):
                     retiring = True
                     self._retirements += 1
+                    metrics.count_worker_restart("retired")
                     pool_log.info(
                         "retiring render worker %d (pid %s): %s",
                         slot, worker.pid, reason,
@@ -460,6 +465,7 @@ class RenderPool:
             if trio.current_time() - ready_at > HEALTHY_AFTER:
                 backoff = RESTART_BACKOFF_MIN
             self._restarts += 1
+            metrics.count_worker_restart("exited")
             pool_log.warning(
                 "render worker %d (pid %s) exited with %s: %s; restarting in %.1f s",
                 slot, worker.pid, exit_code, reason, backoff,
@@ -533,6 +539,7 @@ class RenderPool:
             frame = await worker.request(job.job_id, {"url": job.url, "timeout": remaining})
             self._renders += 1
             worker.count_render(frame.meta)
+            metrics.record_worker_heap(worker.slot, worker.heap_bytes)
             _log_console(job.url, job.job_id, frame.meta.get("console"))
             job.finish(*_outcome(job, frame))
             return

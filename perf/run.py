@@ -272,17 +272,6 @@ def enddel_settings(upstream: harness.Server, cache_bytes: int) -> dict[str, str
     }
 
 
-@contextlib.contextmanager
-def started(*servers: Any) -> Iterator[None]:
-    """Stop every server in ``servers`` (started lazily, in order) at the end."""
-    running: list[harness.Server] = []
-    try:
-        yield None
-    finally:
-        for server in reversed(running):
-            server.stop()
-
-
 def bench_workers(workers: int, mode: Mode, upstream: harness.Server) -> dict[str, Any]:
     """Every scenario against every peer with ``workers`` server processes."""
     figures: dict[str, Any] = {"scenarios": {}, "curves": {}, "rss": {}}

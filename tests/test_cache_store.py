@@ -150,7 +150,7 @@ class RingMachine(RuleBasedStateMachine):
         return xxhash.xxh3_64_intdigest(key)
 
     @initialize(
-        ring_bytes=st.sampled_from([4096, 6144, 12288]),
+        ring_bytes=st.sampled_from([4096, 6144, 12288, 32768]),
         max_entries=st.sampled_from([8, 16]),
     )
     def start(self, ring_bytes: int, max_entries: int) -> None:
@@ -160,7 +160,13 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule(
         key=st.sampled_from(KEYS),
-        size=st.one_of(st.integers(0, 64), st.integers(0, 300), st.integers(0, 5000)),
+        # Mostly small pages, so that the entry limit is reached as well.
+        size=st.one_of(
+            st.integers(0, 64),
+            st.integers(0, 64),
+            st.integers(0, 300),
+            st.integers(0, 5000),
+        ),
         br=st.booleans(),
         gzip=st.booleans(),
     )

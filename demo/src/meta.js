@@ -1,7 +1,7 @@
 /**
- * Per-page title and HTTP status. Each page calls usePageMeta(); on the server a
- * PageMeta object from renderPage() collects the values, and in the browser the
- * hook sets document.title.
+ * Per-page title and HTTP status. Each page calls usePageMeta(). On the server,
+ * the collector that renderPage() provides through PageMetaContext stores the
+ * values, and in the browser the hook sets document.title.
  */
 import { createContext } from 'preact';
 import { useContext, useEffect } from 'preact/hooks';

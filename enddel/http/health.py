@@ -1,4 +1,4 @@
-"""Health and metrics endpoints: ``/_enddel/healthz``, ``/_enddel/readyz``, ``/_enddel/metrics``.
+"""Health and metrics endpoints of a server process, under ``/_enddel/``.
 
 The paths sit under ``/_enddel/``, next to the admin endpoints, so they never
 shadow a page of the app; there are no bare ``/healthz`` aliases, because any
@@ -35,6 +35,7 @@ from quart_trio import QuartTrio
 from enddel import __version__, metrics
 from enddel.cache import PageStore
 from enddel.config import Config
+from enddel.logs import hide_secret
 from enddel.pool import PoolState, RenderPool
 
 __all__ = [
@@ -215,10 +216,13 @@ async def observing(
     store: PageStore | None,
     bundle_version: str,
 ) -> AsyncIterator[metrics.ServerMetrics]:
-    """Open this process's metrics, sample its pool and report readiness.
+    """Open this process's metrics, sample its pool and report readiness; keep
+    the admin token out of the logs.
 
     On exit, readiness fails first, then sampling stops and the metrics close.
     """
+    if config.admin_token is not None:
+        hide_secret(config.admin_token)
     server_metrics = metrics.open_metrics(config, __version__, bundle_version)
     try:
         async with metrics.sampling(nursery, pool):

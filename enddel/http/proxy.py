@@ -37,6 +37,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
+from enddel import metrics
 from enddel.config import Config
 from enddel.http.proxy_rewrite import (
     ClientInfo,
@@ -166,6 +167,7 @@ class UpstreamProxy:
         if declared is not None and declared > self._max_body_bytes:
             return _body_too_large(self._max_body_bytes)
 
+        sent_at = trio.current_time()
         try:
             upstream_response = await self._client.send(upstream_request, stream=True)
         except (_RequestBodyTooLarge, RequestEntityTooLarge):
@@ -176,6 +178,7 @@ class UpstreamProxy:
         except httpx.TransportError as error:
             self._log_failure(upstream_request, "failed", error)
             return _error_response(502, "Bad gateway: the API could not be reached.")
+        metrics.record_upstream(sent_at)
 
         if (
             request.http_version == "1.0"
@@ -271,6 +274,7 @@ class UpstreamProxy:
     def _log_failure(
         self, request: httpx.Request, outcome: str, error: httpx.HTTPError
     ) -> None:
+        metrics.count_upstream_error("timeout" if "timed" in outcome else "transport")
         proxy_log.warning(
             "upstream %s %s for %s %s: %s",
             self._base.url,
@@ -301,6 +305,7 @@ class _UpstreamBody:
         try:
             return await self._chunks.__anext__()
         except httpx.HTTPError as error:
+            metrics.count_upstream_error("body")
             proxy_log.warning(
                 "upstream %s failed during the response to %s %s: %s",
                 self._upstream,

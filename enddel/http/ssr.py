@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 from quart import Request, Response
@@ -41,13 +42,13 @@ from enddel.pool import (
     PoolClosed,
     PoolOverloaded,
     RenderError,
-    RenderPool,
+    RenderFailed,
     RenderResult,
     RenderTimeout,
 )
 from enddel.template import PageTemplate, TemplateError, is_document
 
-__all__ = ["SsrHandler", "request_url"]
+__all__ = ["Renderer", "SsrHandler", "request_url"]
 
 #: How often a request polls the shared store while another server process
 #: renders the page it needs. Short against a render (milliseconds), long
@@ -59,6 +60,12 @@ _CLAIM_SLACK = 1.0
 #: Seconds a client should wait before retrying when the render queue is full.
 RETRY_AFTER_SECONDS = 1
 _CODING_NAMES = {"br": "br", "gzip": "gzip"}
+
+
+class Renderer(Protocol):
+    """What the handler needs of the render pool."""
+
+    async def render(self, url: str, deadline: float) -> RenderResult: ...
 
 
 @dataclass(eq=False)
@@ -84,12 +91,16 @@ class SsrHandler:
     def __init__(
         self,
         config: Config,
-        pool: RenderPool,
+        pool: Renderer,
         store: PageStore | None,
         template: PageTemplate,
         bundle_version: str,
         spawn: Callable[..., object],
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``spawn`` starts a task in the app's nursery; ``clock`` gives Unix time,
+        which entries record because every server process must agree on it."""
+        self._clock = clock
         self._config = config
         self._pool = pool
         self._store = store
@@ -97,6 +108,11 @@ class SsrHandler:
         self._bundle_version = bundle_version
         self._spawn = spawn
         self._flights: dict[bytes, _Flight] = {}
+        #: Version before the last bundle reload, whose entries serve as stale.
+        self._previous_version: str | None = None
+        self._error_page: bytes | None = None
+        if config.error_page is not None:
+            self._error_page = config.error_page.read_bytes()
 
     async def respond(self, request: Request, arrived: float) -> Response:
         """Answer a GET or HEAD; ``arrived`` is the request's trio arrival time."""
@@ -114,8 +130,17 @@ class SsrHandler:
             return await self._render_uncached(request, url, key, deadline)
 
         entry = self._lookup(key)
+        if entry is None and self._previous_version is not None:
+            previous = self._lookup(cache_key(self._previous_version, url))
+            if previous is not None:
+                # Rendered by the bundle before the last reload: served as
+                # stale while the new bundle renders the page.
+                now = self._clock()
+                if freshness(previous, now) is not Freshness.EXPIRED:
+                    self._refresh_in_background(url, key, deadline)
+                    return self._from_entry(request, previous, "STALE", now)
         metrics.mark_timing("cache")
-        now = time.time()
+        now = self._clock()
         state = Freshness.EXPIRED if entry is None else freshness(entry, now)
         if entry is not None and state is Freshness.FRESH:
             return self._from_entry(request, entry, "HIT", now)
@@ -127,7 +152,32 @@ class SsrHandler:
             fresh = await self._render_shared(url, key, deadline)
         except (RenderError, TemplateError) as error:
             return self._failure(request, error, entry, now)
-        return self._from_entry(request, fresh, "MISS", time.time())
+        return self._from_entry(request, fresh, "MISS", self._clock())
+
+    def switch_bundle(self, version: str, *, keep_stale: bool) -> None:
+        """Key new entries by ``version``, after a bundle reload.
+
+        With ``keep_stale``, the previous version's entries are served as stale
+        until the new bundle has rendered each page.
+        """
+        self._previous_version = self._bundle_version if keep_stale else None
+        self._bundle_version = version
+
+    async def warm(self, url: str) -> bool:
+        """Render ``url`` into the page cache unless a fresh entry exists.
+
+        Returns whether a render ran. Raises RenderError or TemplateError as a
+        request would see them.
+        """
+        if self._store is None:
+            return False
+        key = cache_key(self._bundle_version, url)
+        entry = self._lookup(key)
+        if entry is not None and freshness(entry, self._clock()) is Freshness.FRESH:
+            return False
+        deadline = trio.current_time() + self._config.render_timeout
+        await self._render_shared(url, key, deadline)
+        return True
 
     # -- cache tiers ---------------------------------------------------------
 
@@ -159,6 +209,11 @@ class SsrHandler:
             flight.entry = await self._entry_for(url, key, deadline)
         except (RenderError, TemplateError) as error:
             flight.error = error
+        except Exception as error:
+            # This task runs in the app's nursery: an exception escaping it
+            # would stop the server. The waiting requests get a 500 instead.
+            render_log.exception("render task for %s failed", url)
+            flight.error = RenderFailed(type(error).__name__, str(error))
         finally:
             del self._flights[key]
             flight.done.set()
@@ -171,7 +226,7 @@ class SsrHandler:
             # Another server process renders this page: wait for its entry.
             await trio.sleep(_FOREIGN_RENDER_POLL)
             entry = store.get(key)
-            if entry is not None and freshness(entry, time.time()) is Freshness.FRESH:
+            if entry is not None and freshness(entry, self._clock()) is Freshness.FRESH:
                 return entry
             if trio.current_time() > deadline:
                 raise RenderTimeout(f"render of {url} in another process timed out")
@@ -207,8 +262,8 @@ class SsrHandler:
         try:
             entry = self._make_entry(key, await self._pool.render(url, deadline))
         except (RenderError, TemplateError) as error:
-            return self._failure(request, error, None, time.time())
-        return self._from_entry(request, entry, "BYPASS", time.time())
+            return self._failure(request, error, None, self._clock())
+        return self._from_entry(request, entry, "BYPASS", self._clock())
 
     def _make_entry(self, key: bytes, result: RenderResult) -> Entry:
         """Place, compress and tag a render result; cacheable or not."""
@@ -227,7 +282,7 @@ class SsrHandler:
             body_br=body_br,
             body_gzip=body_gzip,
             etag=make_content_etag(body),
-            stored_at=time.time(),
+            stored_at=self._clock(),
             ttl=ttl if storable else 0.0,
             stale_ttl=self._config.cache_stale if storable else 0.0,
         )
@@ -300,14 +355,16 @@ class SsrHandler:
         return self._fallback(500, [])
 
     def _fallback(self, status: int, extra: list[tuple[str, str]]) -> Response:
-        """The client build's index.html with an empty outlet: the browser renders."""
+        """ENDDEL_ERROR_PAGE, or else the client build's index.html with an empty
+        outlet, so the browser renders the page."""
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Cache-Control", "no-store"),
             ("X-Cache", "BYPASS"),
             *extra,
         ]
-        return Response(self._template.shell(), status, headers)
+        body = self._template.shell() if self._error_page is None else self._error_page
+        return Response(body, status, headers)
 
 
 _NOT_ACCEPTABLE = b"Not Acceptable: the page is available as br, gzip or identity.\n"

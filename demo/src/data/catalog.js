@@ -1,7 +1,7 @@
 /**
  * Product catalog. Pages read products only through this module, and this module
  * reads them only through `loadProducts()`, so moving the data behind the API
- * upstream changes one function.
+ * upstream starts in that one function.
  */
 import products from './products.json';
 
@@ -52,8 +52,8 @@ export function categories() {
 }
 
 /**
- * Format a price in cents as US dollars. This avoids Intl.NumberFormat, because
- * the render workers' V8 may be built without full ICU data.
+ * Format a price in cents as US dollars, such as `$44.50`. It does not use
+ * Intl.NumberFormat, so the output never depends on the runtime's locale data.
  */
 export function formatPrice(cents) {
   const dollars = Math.floor(cents / 100);

@@ -1,6 +1,6 @@
 /**
  * Shopping cart, held in signals. The server never changes it, so every server
- * render shows an empty cart; the browser restores the saved cart after
+ * render shows an empty cart. The browser restores the saved cart after
  * hydration.
  */
 import { computed, effect, signal } from '@preact/signals';

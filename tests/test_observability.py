@@ -1,0 +1,231 @@
+"""Metrics, health and Server-Timing of a real ``hypercorn -w 2`` server.
+
+Known traffic goes in over fresh connections, so both server processes serve
+some of it; then ``/_enddel/metrics`` is scraped until each process has
+answered once, and both answers must show the same server-wide totals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from enddel.http.health import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+from tests.conftest import ServerProcess, run_server
+
+#: Scrapes tried before giving up on reaching the second server process. The
+#: kernel hands each new connection to one of the two accepting processes;
+#: fifty tries that all reach the same one would mean it never balances.
+MAX_SCRAPES = 50
+ADMIN_TOKEN = "observability-admin-token-0123456789"
+COOKIE_VALUE = "session-secret-cookie-value-42"
+AUTHORIZATION_VALUE = "Bearer bearer-secret-value-17"
+
+PAGE_HITS = 5  # requests of "/" after the first, which is the one miss
+STATIC_REQUESTS = 2
+PROXY_REQUESTS = 3
+BYPASS_REQUESTS = 2
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture(scope="module")
+def server(demo_build: Path) -> Iterator[ServerProcess]:
+    settings = {"ENDDEL_RENDER_WORKERS": "1", "ENDDEL_ADMIN_TOKEN": ADMIN_TOKEN}
+    with run_server(settings, workers=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def traffic(server: ServerProcess) -> dict[str, httpx.Response]:
+    """Send the known traffic once; return one response of each kind."""
+    sent = {"miss": fresh_get(server, "/")}
+    for _ in range(PAGE_HITS):
+        sent["hit"] = fresh_get(server, "/")
+    for _ in range(STATIC_REQUESTS):
+        sent["static"] = fresh_get(server, "/favicon.svg")
+    for _ in range(PROXY_REQUESTS):
+        sent["proxy"] = fresh_get(server, "/api/products")
+    for _ in range(BYPASS_REQUESTS):
+        sent["bypass"] = fresh_get(
+            server,
+            "/",
+            Cookie=f"session={COOKIE_VALUE}",
+            Authorization=AUTHORIZATION_VALUE,
+        )
+    return sent
+
+
+def fresh_get(server: ServerProcess, path: str, **headers: str) -> httpx.Response:
+    """GET over a new connection, which either server process may accept."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return client.get(path, headers=headers)
+
+
+def scrape_each_process(server: ServerProcess) -> dict[str, Samples]:
+    """Scrape until two server processes answered; map each PID to its samples."""
+    by_pid: dict[str, Samples] = {}
+    for _ in range(MAX_SCRAPES):
+        response = fresh_get(server, METRICS_PATH)
+        assert response.status_code == 200, response.text
+        samples = parse(response.text)
+        [pid] = [
+            labels[0][1]
+            for name, labels in samples
+            if name == "enddel_scraped_process_info"
+        ]
+        by_pid.setdefault(pid, samples)
+        if len(by_pid) == 2:
+            return by_pid
+    raise AssertionError(f"{MAX_SCRAPES} scrapes all reached pid {list(by_pid)}")
+
+
+def parse(text: str) -> Samples:
+    """Every sample by name and sorted labels, read by prometheus-client's parser."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_traffic_statuses(traffic: dict[str, httpx.Response]) -> None:
+    assert traffic["miss"].headers["X-Cache"] == "MISS"
+    assert traffic["hit"].headers["X-Cache"] == "HIT"
+    assert traffic["static"].status_code == 200
+    assert traffic["proxy"].status_code == 502
+    assert traffic["bypass"].headers["X-Cache"] == "BYPASS"
+
+
+def test_scrapes_agree_across_processes(
+    server: ServerProcess, traffic: dict[str, httpx.Response]
+) -> None:
+    first, second = scrape_each_process(server).values()
+    server_wide = [
+        name for name, _ in first
+        if not name.startswith(("enddel_scraped_process", "enddel_render_worker_heap"))
+    ]  # fmt: skip
+    for name, labels in first:
+        if name in server_wide:
+            assert second.get((name, labels)) == first[(name, labels)], (name, labels)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_totals_match_traffic(
+    server: ServerProcess, traffic: dict[str, httpx.Response], which: int
+) -> None:
+    samples = list(scrape_each_process(server).values())[which]
+    requests = "enddel_http_requests_total"
+    page_requests = 1 + PAGE_HITS + BYPASS_REQUESTS
+    assert value(samples, requests, kind="ssr", status="200") == page_requests
+    assert value(samples, requests, kind="static", status="200") == STATIC_REQUESTS
+    assert value(samples, requests, kind="proxy", status="502") == PROXY_REQUESTS
+    latency = "enddel_http_request_duration_seconds_count"
+    assert value(samples, latency, kind="ssr") == page_requests
+
+    cache = "enddel_page_cache_requests_total"
+    assert value(samples, cache, outcome="miss") == 1
+    assert value(samples, cache, outcome="hit") == PAGE_HITS
+    assert value(samples, cache, outcome="bypass") == BYPASS_REQUESTS
+    assert value(samples, "enddel_page_cache_entries") == 1
+    assert value(samples, "enddel_page_cache_puts_total") == 1
+    assert value(samples, "enddel_page_cache_used_bytes") > 0
+
+    renders = 1 + BYPASS_REQUESTS
+    assert value(samples, "enddel_renders_total", outcome="ok") == renders
+    assert value(samples, "enddel_render_duration_seconds_count") == renders
+    errors = "enddel_upstream_errors_total"
+    assert value(samples, errors, reason="transport") == PROXY_REQUESTS
+
+
+def test_process_gauges(
+    server: ServerProcess, traffic: dict[str, httpx.Response]
+) -> None:
+    samples = next(iter(scrape_each_process(server).values()))
+    assert value(samples, "enddel_server_processes") == 2
+    assert value(samples, "enddel_render_workers") == 2
+    assert value(samples, "enddel_render_workers_ready") == 2
+    assert value(samples, "enddel_render_queue_jobs") == 0
+    heaps = [
+        v
+        for (name, _), v in samples.items()
+        if name == "enddel_render_worker_heap_bytes"
+    ]
+    assert heaps, "no render worker reported its V8 heap"
+    assert all(heap > 0 for heap in heaps)
+
+
+def test_server_timing_on_miss(traffic: dict[str, httpx.Response]) -> None:
+    spans = timing_spans(traffic["miss"].headers["Server-Timing"])
+    assert set(spans) == {"cache", "queue", "render", "total"}
+    assert spans["render"] > 0
+    assert spans["total"] >= spans["render"]
+
+
+@pytest.mark.parametrize("kind", ["hit", "bypass"])
+def test_server_timing_on_cached_and_bypass(
+    traffic: dict[str, httpx.Response], kind: str
+) -> None:
+    spans = timing_spans(traffic[kind].headers["Server-Timing"])
+    expected = {"hit": {"cache", "total"}, "bypass": {"queue", "render", "total"}}
+    assert set(spans) == expected[kind]
+
+
+def timing_spans(header: str) -> dict[str, float]:
+    spans = {}
+    for item in header.split(","):
+        match = re.fullmatch(r"\s*(\w+);dur=([0-9.]+)\s*", item)
+        assert match, header
+        spans[match.group(1)] = float(match.group(2))
+    return spans
+
+
+def test_health_endpoints(server: ServerProcess) -> None:
+    healthz = fresh_get(server, HEALTHZ_PATH)
+    readyz = fresh_get(server, READYZ_PATH)
+    assert healthz.status_code == 200
+    assert readyz.status_code == 200, readyz.text
+    assert readyz.text.splitlines() == [
+        "draining: ok", "bundle: ok", "render_workers: ok", "page_cache: ok"
+    ]  # fmt: skip
+    assert readyz.headers["Cache-Control"] == "no-store"
+
+
+def test_startup_summary_logged(server: ServerProcess) -> None:
+    summaries = [line for line in server.log_lines if "enddel.server: enddel " in line]
+    assert len(summaries) == 2
+    assert all(f"listening on 127.0.0.1:{server.port}" in line for line in summaries)
+    assert all("(version " in line for line in summaries)
+
+
+def test_no_secret_in_logs(
+    server: ServerProcess, traffic: dict[str, httpx.Response]
+) -> None:
+    log = server.log
+    assert "enddel.proxy" in log  # the upstream errors were logged
+    for secret in (ADMIN_TOKEN, COOKIE_VALUE, AUTHORIZATION_VALUE):
+        assert secret not in log
+
+
+def test_metrics_directory_removed_at_stop(demo_build: Path) -> None:
+    with run_server({"ENDDEL_RENDER_WORKERS": "1"}, workers=2) as running:
+        fresh_get(running, "/")
+        [line] = {
+            line.split("metrics in ")[1]
+            for line in running.log_lines
+            if "metrics in " in line
+        }
+        directory = Path(line)
+        assert directory.is_dir()
+        assert list(directory.glob("counter_*.db"))
+    assert not directory.exists()
+    assert not directory.with_name(directory.name + ".lock").exists()
