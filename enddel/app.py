@@ -133,7 +133,11 @@ def create_app(config: Config | None = None) -> QuartTrio:
     add_health_routes(app)
     app.url_map.converters["proxy_path"] = ProxyPathConverter
     app.add_url_rule(
-        "/api<proxy_path:rest>", "proxy", proxy, methods=_ALL_METHODS, merge_slashes=False
+        "/api<proxy_path:rest>",
+        "proxy",
+        proxy,
+        methods=_ALL_METHODS,
+        merge_slashes=False,
     )
     app.add_url_rule("/", "page", page, methods=_READ_METHODS)
     app.add_url_rule("/<path:path>", "page", page, methods=_READ_METHODS)
@@ -161,7 +165,9 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
         await exits.aclose()
         raise
 
-    ssr = SsrHandler(config, pool, store, template, bundle_version, app.nursery.start_soon)
+    ssr = SsrHandler(
+        config, pool, store, template, bundle_version, app.nursery.start_soon
+    )
     server_log.info(
         "enddel %s serving bundle %s (version %s) with %d render workers, "
         "page cache %s, client build %s, listening on %s (pid %d), metrics in %s",
@@ -172,7 +178,9 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
     )  # fmt: skip
     admin = AdminEndpoints(config.admin_token, store, bundle_version)
     static = StaticFiles(config.client_dir)
-    return _Parts(config, pool, ssr, static, upstream, store, admin, bundle_version, exits)
+    return _Parts(
+        config, pool, ssr, static, upstream, store, admin, bundle_version, exits
+    )
 
 
 @contextlib.asynccontextmanager

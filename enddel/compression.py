@@ -12,10 +12,11 @@ import brotli
 
 __all__ = ["BROTLI_QUALITY", "GZIP_LEVEL", "MIN_COMPRESS_BYTES", "compress_page"]
 
-#: Brotli quality for rendered HTML. Measured by ``perf/bench_compression.py``
-#: on the demo's pages: quality 5 takes about 0.2 ms for a 44 KB page and
-#: gets within a few percent of quality 9's size, while 11 takes 35 to 55 ms,
-#: longer than the render itself.
+#: Brotli quality for rendered HTML, the knee of ``perf/bench_compression.py``
+#: on the demo's pages (2 to 14 KB; one run on 2 shared cores): quality 5 took
+#: 0.14 ms a page for 1.15 times quality 11's size, and qualities 6 to 9 were
+#: slower for the same size. Quality 4 saves 0.1 ms but is 1.25 times larger;
+#: quality 11 took 6.3 ms, several times the render itself, on every miss.
 BROTLI_QUALITY = 5
 #: gzip level for clients without brotli; 6 is zlib's own size/speed default.
 GZIP_LEVEL = 6

@@ -16,7 +16,9 @@ OUTLET_MARK = b"<!--ssr-outlet-->"
 HEAD_MARK = b"<!--ssr-head-->"
 _HEAD_CLOSE = re.compile(rb"</head\s*>", re.IGNORECASE)
 # A result that starts like this is a whole document and is served as it is.
-_DOCUMENT_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*(?:<!doctype\b|<html\b)", re.IGNORECASE)
+_DOCUMENT_START = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*(?:<!doctype\b|<html\b)", re.IGNORECASE
+)
 
 
 class TemplateError(Exception):

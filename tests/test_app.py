@@ -17,11 +17,22 @@ BUNDLE = r"""
 globalThis.renderPage = (url) => {
   const path = url.split("?")[0];
   if (path === "/throw") throw new Error("secret detail " + url);
-  if (path === "/document") return "<!DOCTYPE html><html><body>whole " + url + "</body></html>";
-  if (path === "/object") return { html: "<main>obj</main>", status: 201,
-      head: "<title>Object page</title>", headers: { "X-Page": "object", "Cache-Control": "max-age=5" } };
-  if (path === "/slow") return new Promise((resolve) => {
-      const end = Date.now() + 300; while (Date.now() < end) {} resolve("<p>slow</p>"); });
+  if (path === "/document") {
+    return "<!DOCTYPE html><html><body>whole " + url + "</body></html>";
+  }
+  if (path === "/object") {
+    return {
+      html: "<main>obj</main>", status: 201, head: "<title>Object page</title>",
+      headers: { "X-Page": "object", "Cache-Control": "max-age=5" },
+    };
+  }
+  if (path === "/slow") {
+    return new Promise((resolve) => {
+      const end = Date.now() + 300;
+      while (Date.now() < end) {}
+      resolve("<p>slow</p>");
+    });
+  }
   if (path === "/never") return new Promise(() => {});
   if (path === "/big") return "<p>" + "big ".repeat(5000) + "</p>";
   return "<p>page " + url + "</p>";
@@ -33,7 +44,9 @@ INDEX = (
 )
 
 
-def write_site(folder: Path, bundle: str = BUNDLE, index: str = INDEX) -> dict[str, str]:
+def write_site(
+    folder: Path, bundle: str = BUNDLE, index: str = INDEX
+) -> dict[str, str]:
     (folder / "client").mkdir(parents=True, exist_ok=True)
     (folder / "client" / "index.html").write_text(index)
     (folder / "bundle.js").write_text(bundle)
@@ -72,7 +85,9 @@ def test_document_is_served_as_is(server: ServerProcess) -> None:
 def test_object_result(server: ServerProcess) -> None:
     response = get(server, "/object")
     assert response.status_code == 201
-    assert "<head><meta charset=utf-8><title>Object page</title></head>" in response.text
+    assert (
+        "<head><meta charset=utf-8><title>Object page</title></head>" in response.text
+    )
     assert '<div id="root"><main>obj</main></div>' in response.text
     assert response.headers["x-page"] == "object"
     assert response.headers["cache-control"] == "max-age=5"
@@ -97,7 +112,9 @@ def test_render_past_deadline_is_504(server: ServerProcess) -> None:
 
 def test_compressed_variants(server: ServerProcess) -> None:
     plain = get(server, "/big", **{"Accept-Encoding": "identity"})
-    brotli = httpx.get(server.url + "/big", headers={"Accept-Encoding": "br"}, timeout=30)
+    brotli = httpx.get(
+        server.url + "/big", headers={"Accept-Encoding": "br"}, timeout=30
+    )
     gzip = get(server, "/big", **{"Accept-Encoding": "gzip"})
     assert plain.headers.get("content-encoding") is None
     assert brotli.headers["content-encoding"] == "br"

@@ -107,7 +107,10 @@ def test_sigint_leaves_no_render_worker(demo_build: Path) -> None:
 def _render_workers_of(master: int) -> list[int]:
     """PIDs of render worker processes in the server's process group."""
     output = subprocess.run(
-        ["ps", "-o", "pid=,pgid=,args=", "-e"], capture_output=True, text=True, check=True
+        ["ps", "-o", "pid=,pgid=,args=", "-e"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     pids = []
     for line in output.splitlines():

@@ -28,9 +28,13 @@ globalThis.renderPage = (url) => {
   renders += 1;
   const path = url.split("?")[0];
   if (path === "/throw") throw new Error("bundle broke on " + url);
-  if (path === "/object") return { html: "<p>object</p>", status: 404, head: "<title>t</title>",
-                                    headers: { "X-Page": "yes" }, ttl: 7, cache: false };
-  if (path === "/async") return new Promise((resolve) => resolve("<p>async " + url + "</p>"));
+  if (path === "/object") {
+    return { html: "<p>object</p>", status: 404, head: "<title>t</title>",
+             headers: { "X-Page": "yes" }, ttl: 7, cache: false };
+  }
+  if (path === "/async") {
+    return new Promise((resolve) => resolve("<p>async " + url + "</p>"));
+  }
   if (path === "/bad-status") return { html: "x", status: 99 };
   if (path === "/number") return 42;
   if (path === "/spin") { for (;;) {} }
@@ -135,8 +139,9 @@ async def test_render_past_deadline_times_out(pool: RenderPool, url: str) -> Non
 async def test_killed_worker_is_replaced_and_job_retried(tmp_path: Path) -> None:
     source = BUNDLE.replace(
         'if (path === "/count")',
-        'if (path === "/slow") { const end = Date.now() + 400; while (Date.now() < end) {} '
-        'return "slow"; }\n  if (path === "/count")',
+        'if (path === "/slow") {\n'
+        "    const end = Date.now() + 400; while (Date.now() < end) {}\n"
+        '    return "slow";\n  }\n  if (path === "/count")',
     )
     render_pool = RenderPool(make_config(tmp_path, source, render_workers=1))
     async with trio.open_nursery() as nursery:

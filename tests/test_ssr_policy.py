@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from trio.testing import MockClock
 from quart import request
 from quart_trio import QuartTrio
+from trio.testing import MockClock
 
 from enddel.cache import PageStore
 from enddel.cache.store import open_store
@@ -79,7 +79,11 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     config = dataclasses.replace(
         Config.from_environ({}), cache_ttl=TTL, cache_stale=STALE, render_timeout=5.0
     )
-    store = open_store(f"enddel-test-policy-{os.getpid()}-{next(_names)}", 4 * 1024 * 1024, lock_dir=tmp_path)
+    store = open_store(
+        f"enddel-test-policy-{os.getpid()}-{next(_names)}",
+        4 * 1024 * 1024,
+        lock_dir=tmp_path,
+    )
     renderer = ScriptedRenderer()
     template = PageTemplate(b"<main><!--ssr-outlet--></main>", "index.html")
     app = QuartTrio(__name__)
@@ -92,7 +96,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     @app.before_serving
     async def start() -> None:
         handlers.append(
-            SsrHandler(config, renderer, store, template, "v1", app.nursery.start_soon, clock)
+            SsrHandler(
+                config, renderer, store, template, "v1", app.nursery.start_soon, clock
+            )
         )
 
     @app.route("/<path:path>")
@@ -106,7 +112,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         store.close()
 
 
-async def test_fresh_entry_is_a_hit(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_fresh_entry_is_a_hit(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     first = await harness.get("/a")
     await trio.sleep(TTL - 1)
     second = await harness.get("/a")
@@ -115,7 +123,9 @@ async def test_fresh_entry_is_a_hit(harness: Harness, autojump_clock: MockClock)
     assert harness.renderer.calls == ["/a"]
 
 
-async def test_stale_entry_is_served_while_one_render_refreshes(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_stale_entry_is_served_while_one_render_refreshes(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     release = trio.Event()
 
     async def held(call: int) -> RenderResult:
@@ -135,13 +145,17 @@ async def test_stale_entry_is_served_while_one_render_refreshes(harness: Harness
     assert await harness.get("/a") == (200, "HIT", "<main>render 2</main>")
 
 
-async def test_expired_entry_is_rendered_again(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_expired_entry_is_rendered_again(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     await harness.get("/a")
     await trio.sleep(TTL + STALE + 1)
     assert await harness.get("/a") == (200, "MISS", "<main>render 2 of /a</main>")
 
 
-async def test_stale_if_error_keeps_serving_the_entry(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_stale_if_error_keeps_serving_the_entry(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     await harness.get("/flaky")
 
     async def broken(call: int) -> RenderResult:
@@ -150,16 +164,23 @@ async def test_stale_if_error_keeps_serving_the_entry(harness: Harness, autojump
     harness.renderer.scripts["/flaky"] = broken
     await trio.sleep(TTL + 1)
     for _ in range(3):
-        assert await harness.get("/flaky") == (200, "STALE", "<main>render 1 of /flaky</main>")
+        assert await harness.get("/flaky") == (
+            200,
+            "STALE",
+            "<main>render 1 of /flaky</main>",
+        )
         await trio.testing.wait_all_tasks_blocked()
     # Past the stale window the error is all there is.
     await trio.sleep(STALE)
     status, outcome, body = await harness.get("/flaky")
     assert status == 500
+    assert outcome == "BYPASS"
     assert "upstream down" not in body
 
 
-async def test_render_ttl_overrides_default(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_render_ttl_overrides_default(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     async def short(call: int) -> RenderResult:
         return page(f"short {call}", ttl=2.0)
 
@@ -182,7 +203,8 @@ async def test_render_ttl_overrides_default(harness: Harness, autojump_clock: Mo
 async def test_never_stored(
     harness: Harness,
     autojump_clock: MockClock,
-    fields: dict[str, object], headers: tuple[tuple[str, str], ...]
+    fields: dict[str, object],
+    headers: tuple[tuple[str, str], ...],
 ) -> None:
     async def uncacheable(call: int) -> RenderResult:
         return page(f"call {call}", **fields)
@@ -193,14 +215,18 @@ async def test_never_stored(
     assert harness.renderer.calls == ["/u", "/u"]
 
 
-async def test_cookie_request_bypasses_both_ways(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_cookie_request_bypasses_both_ways(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     assert (await harness.get("/c", Cookie="session=1"))[1] == "BYPASS"
     assert (await harness.get("/c"))[1] == "MISS"
     assert (await harness.get("/c", Cookie="session=1"))[1] == "BYPASS"
     assert harness.renderer.calls == ["/c", "/c", "/c"]
 
 
-async def test_concurrent_misses_render_once(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_concurrent_misses_render_once(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     release = trio.Event()
 
     async def slow(call: int) -> RenderResult:
@@ -223,7 +249,9 @@ async def test_concurrent_misses_render_once(harness: Harness, autojump_clock: M
     assert {outcome for _, outcome, _ in results} == {"MISS"}
 
 
-async def test_waiter_that_leaves_does_not_cancel_the_render(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_waiter_that_leaves_does_not_cancel_the_render(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     release = trio.Event()
 
     async def slow(call: int) -> RenderResult:
@@ -239,7 +267,9 @@ async def test_waiter_that_leaves_does_not_cancel_the_render(harness: Harness, a
     assert harness.renderer.calls == ["/slow"]
 
 
-async def test_render_past_deadline_is_504(harness: Harness, autojump_clock: MockClock) -> None:
+async def test_render_past_deadline_is_504(
+    harness: Harness, autojump_clock: MockClock
+) -> None:
     async def never(call: int) -> RenderResult:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
@@ -248,5 +278,6 @@ async def test_render_past_deadline_is_504(harness: Harness, autojump_clock: Moc
     start = trio.current_time()
     status, outcome, body = await harness.get("/never")
     assert status == 504
+    assert outcome == "BYPASS"
     assert trio.current_time() - start == pytest.approx(5.0, abs=0.6)
     assert "<main></main>" in body

@@ -30,13 +30,19 @@ def test_shell_has_empty_outlet() -> None:
 def test_head_without_mark_goes_before_head_close() -> None:
     index = b"<html><HEAD><meta x></HEAD ><body><!--ssr-outlet--></body></html>"
     page = PageTemplate(index, "index.html").page(b"<p/>", b"<title>T</title>")
-    assert page == b"<html><HEAD><meta x><title>T</title></HEAD ><body><p/></body></html>"
+    assert (
+        page == b"<html><HEAD><meta x><title>T</title></HEAD ><body><p/></body></html>"
+    )
 
 
 def test_template_without_outlet_rejects_fragments() -> None:
-    template = PageTemplate(b"<html><head></head><body></body></html>", "dist/index.html")
+    template = PageTemplate(
+        b"<html><head></head><body></body></html>", "dist/index.html"
+    )
     assert not template.has_outlet
-    with pytest.raises(TemplateError, match="dist/index.html has no <!--ssr-outlet-->"):
+    with pytest.raises(
+        TemplateError, match=r"dist/index\.html has no <!--ssr-outlet-->"
+    ):
         template.page(b"<p/>")
 
 

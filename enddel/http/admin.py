@@ -64,8 +64,12 @@ class AdminEndpoints:
             return _error(400, str(invalid))
 
         purged = self._apply(*target)
-        cache_log.info("purged %d entries (%s=%r) from %s", purged, *target, request.remote_addr)
-        return Response(json.dumps({"purged": purged}), 200, {"Content-Type": "application/json"})
+        cache_log.info(
+            "purged %d entries (%s=%r) from %s", purged, *target, request.remote_addr
+        )
+        return Response(
+            json.dumps({"purged": purged}), 200, {"Content-Type": "application/json"}
+        )
 
     def _authorized(self, header: str) -> bool:
         assert self._token is not None
@@ -95,13 +99,21 @@ def _parse_target(body: bytes) -> tuple[str, Any]:
     ((kind, value),) = data.items()
     if kind in ("url", "prefix"):
         if not isinstance(value, str) or not value.startswith("/"):
-            raise ValueError(f'"{kind}" must be a path starting with "/", not {value!r}')
+            raise ValueError(
+                f'"{kind}" must be a path starting with "/", not {value!r}'
+            )
         return kind, value
     if kind == "all" and value is True:
         return kind, value
-    raise ValueError(f'unknown purge target {kind!r}; use "url", "prefix" or "all": true')
+    raise ValueError(
+        f'unknown purge target {kind!r}; use "url", "prefix" or "all": true'
+    )
 
 
-def _error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+def _error(
+    status: int, message: str, headers: list[tuple[str, str]] | None = None
+) -> Response:
     body = json.dumps({"error": message})
-    return Response(body, status, [("Content-Type", "application/json"), *(headers or [])])
+    return Response(
+        body, status, [("Content-Type", "application/json"), *(headers or [])]
+    )

@@ -46,7 +46,9 @@ class CachedPageFastPath:
         self._bundle_version = ""
         self._choices: dict[tuple[bytes | None, bool, bool, bool], str | None] = {}
 
-    def attach(self, config: Config, store: PageStore | None, bundle_version: str) -> None:
+    def attach(
+        self, config: Config, store: PageStore | None, bundle_version: str
+    ) -> None:
         """Start answering from ``store``; called once the server is ready."""
         self._config, self._store, self._bundle_version = config, store, bundle_version
 
@@ -76,8 +78,11 @@ class CachedPageFastPath:
                 return None
             if name == b"cookie":
                 cookies.append(value.decode("latin-1"))
-        assert self._config is not None and self._store is not None
-        if cookies and bypasses_cache(cookies, False, self._config.cache_ignored_cookies):
+        assert self._config is not None
+        assert self._store is not None
+        if cookies and bypasses_cache(
+            cookies, False, self._config.cache_ignored_cookies
+        ):
             return None
 
         query: bytes = scope.get("query_string", b"")
@@ -98,10 +103,15 @@ class CachedPageFastPath:
             return False
         body = entry.body
         etag = entry.etag
-        headers = [(name.encode("latin-1"), value.encode("latin-1"))
-                   for name, value in entry.headers if name.lower() != "set-cookie"]  # fmt: skip
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in entry.headers
+            if name.lower() != "set-cookie"
+        ]
         if coding != "identity":
-            body = entry.body_br if coding == "br" else entry.body_gzip  # type: ignore[assignment]
+            variant = entry.body_br if coding == "br" else entry.body_gzip
+            assert variant is not None  # choose() offers only variants that exist
+            body = variant
             etag = f'{etag[:-1]}-{coding}"'
             headers.append((b"content-encoding", coding.encode()))
         if not any(name.lower() == b"content-type" for name, _ in headers):
@@ -128,8 +138,8 @@ class CachedPageFastPath:
         br, gzip = entry.body_br, entry.body_gzip
         # The choice depends on which variants exist and on their size order;
         # identity, when a variant exists, is always the largest.
-        memo = (accept, br is not None, gzip is not None,
-                br is not None and gzip is not None and len(br) <= len(gzip))  # fmt: skip
+        br_smaller = br is not None and gzip is not None and len(br) <= len(gzip)
+        memo = (accept, br is not None, gzip is not None, br_smaller)
         try:
             return self._choices[memo]
         except KeyError:
@@ -139,7 +149,9 @@ class CachedPageFastPath:
             sizes["br"] = len(entry.body_br)
         if entry.body_gzip is not None:
             sizes["gzip"] = len(entry.body_gzip)
-        choice = choose_encoding(None if accept is None else accept.decode("latin-1"), sizes)
+        choice = choose_encoding(
+            None if accept is None else accept.decode("latin-1"), sizes
+        )
         if len(self._choices) >= _CHOICE_TABLE_SIZE:
             self._choices.clear()
         self._choices[memo] = choice

@@ -203,7 +203,9 @@ class SsrHandler:
         assert flight.entry is not None
         return flight.entry
 
-    async def _fly(self, flight: _Flight, url: str, key: bytes, deadline: float) -> None:
+    async def _fly(
+        self, flight: _Flight, url: str, key: bytes, deadline: float
+    ) -> None:
         """Produce the entry for ``key``: wait for another process, or render."""
         try:
             flight.entry = await self._entry_for(url, key, deadline)
@@ -342,7 +344,9 @@ class SsrHandler:
     ) -> Response:
         """Serve a stale entry when there is one, else the error fallback."""
         if stale is not None and freshness(stale, now) is not Freshness.EXPIRED:
-            cache_log.warning("serving stale %s after render error: %s", request.path, error)
+            cache_log.warning(
+                "serving stale %s after render error: %s", request.path, error
+            )
             return self._from_entry(request, stale, "STALE", now)
         if isinstance(error, PoolOverloaded):
             render_log.warning("rejected %s: %s", request_url(request), error)
@@ -373,5 +377,14 @@ _NOT_ACCEPTABLE_HEADERS = [
     ("Content-Type", "text/plain; charset=utf-8"),
 ]
 _NOT_MODIFIED_FIELDS = frozenset(
-    {"etag", "vary", "cache-control", "content-location", "date", "expires", "x-cache", "age"}
+    {
+        "etag",
+        "vary",
+        "cache-control",
+        "content-location",
+        "date",
+        "expires",
+        "x-cache",
+        "age",
+    }
 )
