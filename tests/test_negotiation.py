@@ -71,7 +71,7 @@ def test_choose_encoding_table(header: str | None, expected: str | None) -> None
 @pytest.mark.parametrize(
     ("header", "sizes", "expected"),
     [
-        # The smaller acceptable body wins, whatever the q-values say.
+        # The smaller acceptable body wins, whatever the q-values prefer.
         ("gzip;q=1, br;q=0.1", {"br": 100, "gzip": 120, "identity": 400}, "br"),
         ("gzip, br", {"br": 130, "gzip": 120, "identity": 400}, "gzip"),
         # Compression that does not pay: identity is the smallest.

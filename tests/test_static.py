@@ -1,7 +1,7 @@
 """StaticFiles behind a real hypercorn process, spoken to with raw HTTP/1.1.
 
 The server is a tiny QuartTrio app that serves a client folder built in a
-temporary directory and answers ``404 fallthrough`` where ``respond`` returns
+temporary directory and returns ``404 fallthrough`` where ``respond`` returns
 ``None``. Requests are written byte for byte, because an HTTP client library
 would normalise the very paths and headers under test.
 """
@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import brotli
 import pytest
@@ -117,7 +118,9 @@ def _build_client(root: Path) -> tuple[Path, dict[str, bytes]]:
 
     (client / "escape.txt").symlink_to(secret / "secret.txt")
     (client / "linkdir").symlink_to(secret)
-    (client / "relative-escape.txt").symlink_to(Path("..") / "client-secret" / "secret.txt")
+    (client / "relative-escape.txt").symlink_to(
+        Path("..") / "client-secret" / "secret.txt"
+    )
     (client / "inside-link.js").symlink_to(client / HASHED_JS)
     # A variant that is a link to a file outside: never used.
     (client / "style.css.br").symlink_to(secret / "secret.txt")
@@ -125,7 +128,9 @@ def _build_client(root: Path) -> tuple[Path, dict[str, bytes]]:
     return client, variants
 
 
-def _start_server(app_dir: Path, client: Path) -> tuple[subprocess.Popen[str], int]:
+def _start_server(
+    app_dir: Path, client: Path
+) -> tuple[subprocess.Popen[str], threading.Thread, int]:
     environ = dict(os.environ)
     environ["STATIC_TEST_ROOT"] = str(client)
     environ["PYTHONPATH"] = os.pathsep.join([str(app_dir), *sys.path])
@@ -155,12 +160,24 @@ def _start_server(app_dir: Path, client: Path) -> tuple[subprocess.Popen[str], i
                 listening.set()
         listening.set()
 
-    threading.Thread(target=collect, daemon=True).start()
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
     if not listening.wait(START_TIMEOUT) or not ports:
+        _stop_server(process, reader)
+        raise RuntimeError("static test server did not start:\n" + "".join(lines))
+    return process, reader, ports[0]
+
+
+def _stop_server(process: subprocess.Popen[str], reader: threading.Thread) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise RuntimeError("static test server did not start:\n" + "".join(lines))
-    return process, ports[0]
+    reader.join()
+    assert process.stdout is not None
+    process.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -170,45 +187,76 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app_dir = root / "app"
     app_dir.mkdir()
     (app_dir / "static_test_app.py").write_text(APP_SOURCE)
-    process, port = _start_server(app_dir, client)
+    process, reader, port = _start_server(app_dir, client)
     try:
         yield Site(client, port, variants)
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop_server(process, reader)
+
+
+class Listening(Protocol):
+    """A test server: its loopback port."""
+
+    port: int
 
 
 async def fetch(
-    site: Site,
+    site: Listening,
     target: bytes | str,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     method: str = "GET",
 ) -> RawResponse:
-    """Send one raw request with ``Connection: close`` and read to EOF."""
+    """Send one raw request and read its response by its Content-Length.
+
+    A second request then follows on the same connection, and its status line
+    must come next: that proves that no bytes beyond the announced length (a
+    body after HEAD or 304, say) were sent.
+    """
     if isinstance(target, str):
         target = target.encode()
     lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1"]
-    lines += [f"{name}: {value}".encode("latin-1") for name, value in (headers or {}).items()]
-    lines += [b"Connection: close", b"", b""]
+    fields = headers.items() if isinstance(headers, dict) else headers or []
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in fields]
     stream = await trio.open_tcp_stream("127.0.0.1", site.port)
     async with stream:
-        await stream.send_all(b"\r\n".join(lines))
+        await stream.send_all(b"\r\n".join([*lines, b"", b""]))
         received = bytearray()
-        while chunk := await stream.receive_some():
-            received += chunk
-    head, separator, body = bytes(received).partition(b"\r\n\r\n")
-    assert separator, f"no complete response head in {bytes(received)[:200]!r}"
+        while b"\r\n\r\n" not in received:
+            received += await _receive(stream)
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        response = _parse_head(head)
+        length = int(response.header("Content-Length") or 0)
+        if method == "HEAD" or response.status == 304:
+            length = 0
+        while len(body) < length:
+            body += await _receive(stream)
+        response.body, after = body[:length], body[length:]
+
+        await stream.send_all(b"HEAD /robots.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        while len(after) < len(b"HTTP/1.1 "):
+            after += await _receive(stream)
+        assert after.startswith(b"HTTP/1.1 "), (
+            f"stray bytes after the body: {after[:80]!r}"
+        )
+    return response
+
+
+async def _receive(stream: trio.SocketStream) -> bytes:
+    data = await stream.receive_some()
+    assert data, "the server closed the connection before the response ended"
+    return data
+
+
+def _parse_head(head: bytes) -> RawResponse:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed: dict[str, str] = {}
     for line in header_lines:
         name, _, value = line.partition(":")
         key = name.strip().lower()
-        parsed[key] = f"{parsed[key]}, {value.strip()}" if key in parsed else value.strip()
-    return RawResponse(int(status_line.split()[1]), parsed, body)
+        parsed[key] = (
+            f"{parsed[key]}, {value.strip()}" if key in parsed else value.strip()
+        )
+    return RawResponse(int(status_line.split()[1]), parsed, b"")
 
 
 def _accept(coding: str) -> dict[str, str]:
@@ -239,7 +287,9 @@ async def test_full_get(site: Site, coding: str) -> None:
     assert _decode(coding, response.body) == site.variants["identity"]
     assert response.header("Content-Length") == str(len(expected))
     assert response.header("Content-Type") == "text/javascript; charset=utf-8"
-    assert response.header("Content-Encoding") == (None if coding == "identity" else coding)
+    assert response.header("Content-Encoding") == (
+        None if coding == "identity" else coding
+    )
     assert response.header("Vary") == "Accept-Encoding"
     assert response.header("Cache-Control") == IMMUTABLE
     assert response.header("X-Content-Type-Options") == "nosniff"
@@ -342,14 +392,18 @@ async def test_single_range(
     body = site.variants[coding]
     expected = body[start:stop]
     first = len(body) + start if start < 0 else start
-    response = await fetch(site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header})
+    response = await fetch(
+        site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header}
+    )
     assert response.status == 206
     assert response.body == expected
     assert response.header("Content-Length") == str(len(expected))
     assert response.header("Content-Range") == (
         f"bytes {first}-{first + len(expected) - 1}/{len(body)}"
     )
-    assert response.header("Content-Encoding") == (None if coding == "identity" else coding)
+    assert response.header("Content-Encoding") == (
+        None if coding == "identity" else coding
+    )
     assert response.header("Content-Type") == "text/javascript; charset=utf-8"
     assert response.header("Vary") == "Accept-Encoding"
     assert response.header("ETag") is not None
@@ -362,13 +416,19 @@ async def test_range_head(site: Site, coding: str) -> None:
     assert response.status == 206
     assert response.body == b""
     assert response.header("Content-Length") == "10"
-    assert response.header("Content-Range") == f"bytes 5-14/{len(site.variants[coding])}"
+    assert (
+        response.header("Content-Range") == f"bytes 5-14/{len(site.variants[coding])}"
+    )
 
 
 @pytest.mark.parametrize("coding", CODINGS)
-@pytest.mark.parametrize("range_header", ["bytes=99999999-", "bytes=-0", "bytes=99999999-99999999"])
+@pytest.mark.parametrize(
+    "range_header", ["bytes=99999999-", "bytes=-0", "bytes=99999999-99999999"]
+)
 async def test_unsatisfiable_range(site: Site, coding: str, range_header: str) -> None:
-    response = await fetch(site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header})
+    response = await fetch(
+        site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header}
+    )
     assert response.status == 416
     assert response.body == b""
     assert response.header("Content-Range") == f"bytes */{len(site.variants[coding])}"
@@ -380,8 +440,12 @@ async def test_unsatisfiable_range(site: Site, coding: str, range_header: str) -
 @pytest.mark.parametrize(
     "range_header", ["bytes=5-1", "bytes=abc", "pages=0-1", "bytes=--1", "bytes 0-1"]
 )
-async def test_malformed_range_ignored(site: Site, coding: str, range_header: str) -> None:
-    response = await fetch(site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header})
+async def test_malformed_range_ignored(
+    site: Site, coding: str, range_header: str
+) -> None:
+    response = await fetch(
+        site, "/" + HASHED_JS, {**_accept(coding), "Range": range_header}
+    )
     assert response.status == 200
     assert response.body == site.variants[coding]
     assert response.header("Content-Range") is None
@@ -597,3 +661,33 @@ async def test_served_spellings(site: Site, target: bytes, path: str) -> None:
     response = await fetch(site, target)
     assert response.status == 200
     assert response.body == (site.client / path).read_bytes()
+
+
+async def test_repeated_list_fields_join(site: Site) -> None:
+    first = await fetch(site, "/" + HASHED_JS, {"Accept-Encoding": "br"})
+    etag = first.header("ETag")
+    assert etag is not None
+    encodings = [("Accept-Encoding", "gzip;q=0.5"), ("Accept-Encoding", "br")]
+    joined = await fetch(site, "/" + HASHED_JS, encodings)
+    assert joined.status == 200
+    assert joined.header("Content-Encoding") == "br"
+    tags = [("If-None-Match", '"stale"'), ("If-None-Match", etag)]
+    not_modified = await fetch(
+        site, "/" + HASHED_JS, [*tags, ("Accept-Encoding", "br")]
+    )
+    assert not_modified.status == 304
+
+
+async def test_repeated_single_fields_dropped(site: Site) -> None:
+    body = site.variants["identity"]
+    ranges = [("Range", "bytes=0-9"), ("Range", "bytes=20-29")]
+    response = await fetch(site, "/" + HASHED_JS, ranges)
+    assert response.status == 200
+    assert response.body == body
+    first = await fetch(site, "/" + HASHED_JS)
+    etag = first.header("ETag")
+    assert etag is not None
+    guarded = [("Range", "bytes=0-9"), ("If-Range", etag), ("If-Range", etag)]
+    response = await fetch(site, "/" + HASHED_JS, guarded)
+    assert response.status == 200
+    assert response.body == body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from enddel.http.ranges import (
     resolve_ranges,
     unsatisfied_content_range,
 )
-from enddel.http.static import StaticFiles
+from enddel.http.static import CHUNK_BYTES, FileChangedError, StaticFiles, _stream
 from enddel.http.static_paths import (
     IMMUTABLE,
     REVALIDATE,
@@ -229,9 +231,10 @@ def test_multipart_layout_length() -> None:
     ranges = (ByteRange(0, 3), ByteRange(10, 12))
     layout = MultipartLayout.build(ranges, 20, "text/plain", "B0UND")
     data = b"abcdefghijklmnopqrst"
-    body = b"".join(
-        head + data[r.start : r.stop] + b"\r\n" for head, r in layout.parts
-    ) + layout.closing
+    body = (
+        b"".join(head + data[r.start : r.stop] + b"\r\n" for head, r in layout.parts)
+        + layout.closing
+    )
     assert layout.content_length == len(body)
     assert layout.content_type == "multipart/byteranges; boundary=B0UND"
     assert body == (
@@ -323,7 +326,7 @@ def test_content_type_for(name: str, content_type: str) -> None:
 
 def test_static_files_rejects_missing_root(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-build"
-    with pytest.raises(ConfigError, match="ENDDEL_CLIENT_DIR=.*no-such-build"):
+    with pytest.raises(ConfigError, match=r"ENDDEL_CLIENT_DIR=.*no-such-build"):
         StaticFiles(missing)
 
 
@@ -341,3 +344,39 @@ async def test_static_files_ignores_writes(tmp_path: Path, method: str) -> None:
     app = QuartTrio(__name__)
     async with app.test_request_context("/app.js", method=method):
         assert await static.respond(request) is None
+
+
+async def test_stream_reads_ranges_in_chunks(tmp_path: Path) -> None:
+    data = os.urandom(2 * CHUNK_BYTES + 7)
+    (tmp_path / "big.bin").write_bytes(data)
+    file = io.FileIO(tmp_path / "big.bin", "rb")
+    pieces: list[bytes | ByteRange] = [b"head", ByteRange(3, len(data)), b"tail"]
+    chunks = [chunk async for chunk in _stream(file, pieces, "big.bin")]
+    assert chunks[0] == b"head"
+    assert chunks[-1] == b"tail"
+    assert max(len(chunk) for chunk in chunks) == CHUNK_BYTES
+    assert b"".join(chunks[1:-1]) == data[3:]
+    assert file.closed
+
+
+async def test_stream_closes_file_when_abandoned(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"x" * (3 * CHUNK_BYTES))
+    file = io.FileIO(tmp_path / "big.bin", "rb")
+    stream = _stream(file, [ByteRange(0, 3 * CHUNK_BYTES)], "big.bin")
+    assert len(await anext(stream)) == CHUNK_BYTES
+    await stream.aclose()
+    assert file.closed
+
+
+async def test_stream_fails_on_shrunk_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "shrunk.txt").write_bytes(b"0123456789")
+    file = io.FileIO(tmp_path / "shrunk.txt", "rb")
+    stream = _stream(file, [ByteRange(0, 20)], "shrunk.txt")
+    assert await anext(stream) == b"0123456789"
+    with pytest.raises(FileChangedError, match=r"shrunk\.txt"):
+        await anext(stream)
+    assert file.closed
+    assert "shrank while being sent" in caplog.text
+    assert "offset 10 of 20" in caplog.text

@@ -10,13 +10,14 @@ not parse counts as absent, and an unquoted entity tag is read as if quoted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from datetime import datetime
+from typing import Protocol
 
 import xxhash
 from werkzeug.http import parse_date, parse_etags, unquote_etag
 
 __all__ = [
+    "HeaderLookup",
     "Validators",
     "evaluate_preconditions",
     "if_match_matches",
@@ -29,6 +30,12 @@ __all__ = [
 #: Methods for which ``If-None-Match`` and ``If-Modified-Since`` give 304
 #: rather than 412 (RFC 9110 §13.1.2, §13.1.3).
 _SAFE_READS = frozenset({"GET", "HEAD"})
+
+
+class HeaderLookup(Protocol):
+    """Request headers looked up by case-insensitive name, like Quart's."""
+
+    def get(self, key: str) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,7 +104,8 @@ def if_range_matches(header: str | None, validators: Validators) -> bool:
     RFC 9110 §13.1.5: true without the field; an entity tag must match the
     current one by strong comparison; a date must equal ``Last-Modified``
     exactly. A value that is neither (or a weak tag) is false, so the client
-    receives the whole representation, which is always safe.
+    receives the whole representation, as §13.1.5 requires for a false
+    condition.
     """
     if header is None:
         return True
@@ -113,12 +121,12 @@ def if_range_matches(header: str | None, validators: Validators) -> bool:
 
 
 def evaluate_preconditions(
-    method: str, headers: Mapping[str, str], validators: Validators
+    method: str, headers: HeaderLookup, validators: Validators
 ) -> int | None:
-    """Return 304 or 412 when a precondition field says so, else ``None``.
+    """Return 304 or 412 when a precondition field requires it, else ``None``.
 
-    ``headers`` is any case-insensitive mapping, such as Quart's
-    ``request.headers``. The steps and their order are those of RFC 9110
+    ``headers`` is Quart's ``request.headers`` or a dict with the names
+    spelled as below. The steps and their order are those of RFC 9110
     §13.2.2. ``If-Range`` is left to :func:`if_range_matches`, because it
     never changes the status on its own.
     """

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 __all__ = ["CODING_PREFERENCE", "choose_encoding", "parse_accept_encoding"]
 
 #: Tie-break order for bodies of equal size and q-value, most preferred first.
-#: Brotli decodes as fast as gzip and is smaller; identity costs no decoding at
-#: all but is never smaller. Codings not listed here rank after gzip, by name.
+#: Codings not in the table rank after gzip and before identity, by name.
 CODING_PREFERENCE: tuple[str, ...] = ("br", "gzip", "identity")
 
 #: ``token`` of RFC 9110 §5.6.2: the characters a content-coding may contain.
@@ -30,7 +29,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: ``qvalue`` of RFC 9110 §12.4.2: 0 to 1 with at most three decimals.
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
-#: Legacy names that RFC 9110 §8.4.1 tells recipients to treat as the standard
+#: Legacy names that RFC 9110 §8.4.1 asks recipients to read as the standard
 #: coding.
 _ALIASES = {"x-gzip": "gzip", "x-compress": "compress"}
 
@@ -43,7 +42,7 @@ def parse_accept_encoding(header: str) -> dict[str, float] | None:
     a coding appears twice, the lower q-value counts, so a refusal is never
     overridden by a later entry. Returns ``None`` when the value is not empty
     but no element in it parses, so that the caller can treat the field as
-    absent; an empty value returns an empty dict.
+    absent. An empty value returns an empty dict.
     """
     weights: dict[str, float] = {}
     elements = [element.strip() for element in header.split(",")]
@@ -94,9 +93,9 @@ def choose_encoding(
       coding, but identity is sent when available, as nginx and Caddy do,
       because clients without the field (curl, scripts) often cannot decode.
     - An empty field: only identity is acceptable.
-    - A listed coding is acceptable unless its q-value is 0; ``*`` covers every
-      coding not listed; identity is acceptable unless ``identity;q=0``, or
-      ``*;q=0`` with no entry for identity.
+    - A listed coding is acceptable unless its q-value is 0, and ``*`` covers
+      every coding not listed. Identity is acceptable unless ``identity;q=0``,
+      or ``*;q=0`` with no entry for identity, rejects it.
 
     ``None`` means that the client rejected identity (``identity;q=0``, or
     ``*;q=0`` without identity) and accepts none of the available codings. The
@@ -106,16 +105,14 @@ def choose_encoding(
     """
     if not sizes:
         return None
-    weights = None if accept_encoding is None else parse_accept_encoding(
-        accept_encoding
+    weights = (
+        None if accept_encoding is None else parse_accept_encoding(accept_encoding)
     )
     if weights is None:
         return _choose_without_field(sizes)
 
     acceptable = {
-        coding: q
-        for coding in sizes
-        if (q := _weight_of(coding.lower(), weights)) > 0
+        coding: q for coding in sizes if (q := _weight_of(coding.lower(), weights)) > 0
     }
     if not acceptable:
         return None

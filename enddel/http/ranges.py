@@ -9,7 +9,7 @@ werkzeug's ``parse_range_header`` is not used: it rejects a valid range set
 whose ranges overlap or come out of order (``bytes=500-600,0-99``), which
 RFC 9110 §14.1.1 allows. The grammar is short enough to read here.
 
-Several ranges are answered with ``multipart/byteranges``, as nginx does. To
+Several ranges get a ``multipart/byteranges`` response, as nginx sends. To
 bound the work a single request can ask for (RFC 9110 §14.2 warns about many
 small or overlapping ranges), ranges that overlap or lie close together are
 coalesced, and a set of more than :data:`MAX_RANGES` ranges is ignored, which
@@ -29,12 +29,13 @@ __all__ = [
     "unsatisfied_content_range",
 ]
 
-#: Most ranges honoured in one request. A browser seeking in media sends one,
-#: PDF readers a few dozen at most; more is ignored (the whole body is sent).
+#: Maximum ranges honoured in one request, an estimate with a wide margin:
+#: media players send one range and PDF viewers a few. A larger set is
+#: ignored, and the whole body is sent.
 MAX_RANGES = 64
 
-#: Ranges this close together (bytes) are merged into one part. About the size
-#: of a part's own headers, so merging never sends more than it saves.
+#: Ranges this close together (bytes) are merged into one part. This is about
+#: the size of a part's own headers, so a merge costs about what it saves.
 COALESCE_GAP_BYTES = 80
 
 #: ``int-range`` or ``suffix-range`` of RFC 9110 §14.1.1, digits only.
@@ -72,7 +73,7 @@ def resolve_ranges(header: str | None, length: int) -> tuple[ByteRange, ...] | N
       field, a unit other than ``bytes``, a malformed value, more than
       :data:`MAX_RANGES` ranges, and a suffix range on an empty body (which is
       satisfiable by RFC 9110 §14.1.2 but selects zero bytes).
-    - ``()``: no range overlaps the body, so the answer is 416.
+    - ``()``: no range overlaps the body, so the response is 416.
     - Otherwise the satisfiable ranges, sorted, with overlapping and nearby
       ranges coalesced (RFC 9110 §14.2 allows both). Unsatisfiable ranges in a
       set that has a satisfiable one are dropped.

@@ -24,8 +24,8 @@ Design note. Each request runs three phases:
    when it is exhausted, fails or is cancelled.
 
 Ranges apply to the representation that is sent: with ``Content-Encoding:
-br`` the offsets count bytes of the ``.br`` file. Several ranges are answered
-with ``multipart/byteranges`` for identity bodies only. For an encoded body
+br`` the offsets count bytes of the ``.br`` file. Several ranges get a
+``multipart/byteranges`` response for identity bodies only. For an encoded body
 the whole variant is sent (200), because a ``Content-Encoding`` field on a
 multipart response would read as if the multipart framing were encoded.
 """
@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,10 +69,10 @@ __all__ = ["CHUNK_BYTES", "VARIANT_SUFFIXES", "StaticFiles"]
 #: original. Order does not matter, because :func:`choose_encoding` ranks them.
 VARIANT_SUFFIXES: Mapping[str, str] = {"br": ".br", "gzip": ".gz"}
 
-#: Bytes read per ``pread`` and sent per body chunk. 64 KiB is the default
-#: HTTP/2 flow-control window and several TCP segments, so a chunk rarely
-#: waits half-sent. Each thread hop costs tens of microseconds, so smaller
-#: chunks waste CPU, and larger ones hold more memory per slow client.
+#: Bytes read per ``pread`` and sent per body chunk: about the initial HTTP/2
+#: flow-control window (65,535 bytes, RFC 9113 §6.9.2). Each read is a thread
+#: hop, so much smaller chunks cost CPU, and larger ones hold more memory per
+#: slow client.
 CHUNK_BYTES = 64 * 1024
 
 #: The SSR template at the top of the client folder: it is never sent as is.
@@ -83,7 +84,7 @@ _NOT_SERVABLE = frozenset(
     {
         errno.ENOENT,  # no such file or folder
         errno.ENOTDIR,  # a file where the path needs a folder
-        errno.ELOOP,  # a symbolic link, refused by O_NOFOLLOW
+        errno.ELOOP,  # a symbolic link, rejected by O_NOFOLLOW
         errno.EACCES,  # not readable by the server
         errno.ENAMETOOLONG,
         errno.EISDIR,
@@ -92,6 +93,13 @@ _NOT_SERVABLE = frozenset(
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
+#: Request fields that are comma-separated lists: repeated lines join into one
+#: value (RFC 9110 §5.3).
+_LIST_FIELDS = ("Accept-Encoding", "If-Match", "If-None-Match")
+#: Request fields with a single value. A repeated one is ambiguous, so it is
+#: dropped, which means the full response for all of them except If-Range.
+_SINGLE_FIELDS = ("If-Modified-Since", "If-Unmodified-Since", "Range")
+
 
 class FileChangedError(Exception):
     """A file shrank while it was being sent, so its Content-Length was wrong."""
@@ -99,15 +107,21 @@ class FileChangedError(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Selection:
-    """The file chosen for a request. ``fd`` is open unless ``coding`` is None."""
+    """The file chosen for a request; ``file`` is open unless ``coding`` is None."""
 
     name: str
     #: The content coding sent; ``None`` when the client accepts none (406).
     coding: str | None
     #: Whether variants exist, so the response depends on Accept-Encoding.
     negotiated: bool
-    fd: int = -1
+    #: Closing is idempotent, and the garbage collector closes a file that a
+    #: response never got to send.
+    file: io.FileIO | None = None
     status: os.stat_result | None = None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 class StaticFiles:
@@ -132,17 +146,18 @@ class StaticFiles:
         if segments is None or segments == [TEMPLATE_NAME]:
             return None
 
+        fields = _request_fields(request)
         selection = await trio.to_thread.run_sync(
-            self._select, segments, request.headers.get("Accept-Encoding")
+            self._select, segments, fields.get("Accept-Encoding")
         )
         if selection is None:
             return None
         if selection.coding is None:
             return _not_acceptable()
         try:
-            return _respond_with_file(request, selection)
+            return _respond_with_file(request.method, fields, selection)
         except BaseException:
-            os.close(selection.fd)
+            selection.close()
             raise
 
     def _select(
@@ -184,19 +199,19 @@ def _select_in(
     sizes = {"identity": _regular_size(directory, name)}
     if sizes["identity"] is None:
         return None
-    for coding, suffix in VARIANT_SUFFIXES.items():
-        sizes[coding] = _regular_size(directory, name + suffix)
+    for variant, suffix in VARIANT_SUFFIXES.items():
+        sizes[variant] = _regular_size(directory, name + suffix)
     available = {coding: size for coding, size in sizes.items() if size is not None}
     negotiated = len(available) > 1
 
     coding = choose_encoding(accept_encoding, available)
     if coding is None:
         return _Selection(name, None, negotiated)
-    fd = _open_regular(directory, name + VARIANT_SUFFIXES.get(coding, ""))
-    if fd is None:
+    file = _open_regular(directory, name + VARIANT_SUFFIXES.get(coding, ""))
+    if file is None:
         # Deleted or replaced since the lstat: fall through rather than guess.
         return None
-    return _Selection(name, coding, negotiated, fd, os.fstat(fd))
+    return _Selection(name, coding, negotiated, file, os.fstat(file.fileno()))
 
 
 def _regular_size(directory: int, name: str) -> int | None:
@@ -209,7 +224,7 @@ def _regular_size(directory: int, name: str) -> int | None:
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
-def _open_regular(directory: int, name: str) -> int | None:
+def _open_regular(directory: int, name: str) -> io.FileIO | None:
     try:
         # O_NONBLOCK: opening a FIFO swapped in after the lstat must not hang.
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -221,10 +236,28 @@ def _open_regular(directory: int, name: str) -> int | None:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None
-    return fd
+    return io.FileIO(fd, "rb")
 
 
-def _respond_with_file(request: Request, selection: _Selection) -> Response:
+def _request_fields(request: Request) -> dict[str, str]:
+    """Collect the request fields that negotiation and preconditions read."""
+    fields = {}
+    for name in _LIST_FIELDS:
+        if values := request.headers.getlist(name):
+            fields[name] = ", ".join(values)
+    for name in _SINGLE_FIELDS:
+        if len(values := request.headers.getlist(name)) == 1:
+            fields[name] = values[0]
+    # A repeated If-Range becomes a value that never matches, so that the
+    # Range it guards is not applied to a representation that may have changed.
+    if values := request.headers.getlist("If-Range"):
+        fields["If-Range"] = values[0] if len(values) == 1 else ""
+    return fields
+
+
+def _respond_with_file(
+    method: str, fields: dict[str, str], selection: _Selection
+) -> Response:
     """Apply preconditions and ranges, and build the response for an open file."""
     status = selection.status
     coding = selection.coding
@@ -236,17 +269,17 @@ def _respond_with_file(request: Request, selection: _Selection) -> Response:
     )
     headers = _representation_headers(selection, validators)
 
-    precondition = evaluate_preconditions(request.method, request.headers, validators)
+    precondition = evaluate_preconditions(method, fields, validators)
     if precondition is not None:
-        os.close(selection.fd)
+        selection.close()
         return _without_content(precondition, headers)
 
-    ranges = _requested_ranges(request, validators, status.st_size, coding)
+    ranges = _requested_ranges(fields, validators, status.st_size, coding)
     if ranges == ():
-        os.close(selection.fd)
+        selection.close()
         headers["Content-Range"] = unsatisfied_content_range(status.st_size)
         return _without_content(416, headers)
-    return _with_content(request, selection, headers, ranges, status.st_size)
+    return _with_content(method, selection, headers, ranges, status.st_size)
 
 
 def _representation_headers(
@@ -268,14 +301,14 @@ def _representation_headers(
 
 
 def _requested_ranges(
-    request: Request, validators: Validators, length: int, coding: str
+    fields: dict[str, str], validators: Validators, length: int, coding: str
 ) -> tuple[ByteRange, ...] | None:
     """Return the ranges to send: ``None`` for all, ``()`` for 416."""
-    header = request.headers.get("Range")
+    header = fields.get("Range")
     if header is None:
         return None
     # RFC 9110 §13.1.5: a failed If-Range means the whole representation.
-    if not if_range_matches(request.headers.get("If-Range"), validators):
+    if not if_range_matches(fields.get("If-Range"), validators):
         return None
     ranges = resolve_ranges(header, length)
     # Several ranges of an encoded body: the whole body (see the module note).
@@ -285,7 +318,7 @@ def _requested_ranges(
 
 
 def _with_content(
-    request: Request,
+    method: str,
     selection: _Selection,
     headers: dict[str, str],
     ranges: tuple[ByteRange, ...] | None,
@@ -312,11 +345,13 @@ def _with_content(
         piece.size if isinstance(piece, ByteRange) else len(piece) for piece in pieces
     )
 
-    if request.method == "HEAD":
-        os.close(selection.fd)
+    if method == "HEAD" or selection.file is None:
+        selection.close()
         response = Response(b"", status_code, headers)
     else:
-        body = _stream(selection.fd, pieces, selection.name)
+        body = _stream(selection.file, pieces, selection.name)
+        # NOTE: Quart's RESPONSE_TIMEOUT (60 s by default) bounds the whole
+        # send, so a large file to a slow client is cut off after it.
         response = Response(body, status_code, headers)
     # Set last, because Quart sets it to the length of b"" for HEAD.
     response.headers["Content-Length"] = str(content_length)
@@ -332,9 +367,10 @@ def _multipart_pieces(layout: MultipartLayout) -> list[bytes | ByteRange]:
 
 
 async def _stream(
-    fd: int, pieces: list[bytes | ByteRange], name: str
-) -> AsyncIterator[bytes]:
-    """Yield ``pieces``, reading ranges from ``fd``; always closes ``fd``."""
+    file: io.FileIO, pieces: list[bytes | ByteRange], name: str
+) -> AsyncGenerator[bytes, None]:
+    """Yield ``pieces``, reading ranges from ``file``; always closes ``file``."""
+    fd = file.fileno()
     try:
         for piece in pieces:
             if isinstance(piece, bytes):
@@ -347,14 +383,15 @@ async def _stream(
                 if not chunk:
                     static_log.error(
                         "static file %r shrank while being sent: no bytes at "
-                        "offset %d of %d; the connection is aborted",
+                        "offset %d of %d, so the connection is aborted. Replace "
+                        "build files by renaming new ones into place.",
                         name, offset, piece.stop,
                     )  # fmt: skip
                     raise FileChangedError(f"{name!r} shrank while being sent")
                 offset += len(chunk)
                 yield chunk
     finally:
-        os.close(fd)
+        file.close()
 
 
 def _without_content(status_code: int, headers: dict[str, str]) -> Response:

@@ -1,7 +1,7 @@
 """Rules for static file names, free of I/O: safe paths, types, cache policy.
 
 Security note. hypercorn percent-decodes the request target once, as UTF-8
-with replacement characters, before the app sees it: ``request.path`` is that
+with replacement characters, before the app receives it: ``request.path`` is that
 decoded form and ``scope["raw_path"]`` the bytes on the wire. The decoded form
 is what is validated here, because it is the form that names the file. It is
 decoded exactly once and never again, so ``%252e`` arrives as the three

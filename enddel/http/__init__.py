@@ -1,0 +1,1 @@
+"""HTTP request handlers, one module per kind of request."""
