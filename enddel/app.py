@@ -20,7 +20,6 @@ import os
 from typing import Any
 
 import trio
-import xxhash
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -33,11 +32,10 @@ from enddel.http.health import add_health_routes, listening_addresses, observing
 from enddel.http.proxy import ProxyPathConverter, UpstreamProxy, open_upstream_proxy
 from enddel.http.ssr import SsrHandler, request_url
 from enddel.http.static import StaticFiles
-from enddel.lifecycle import Lifecycle
+from enddel.lifecycle import ConnectionCloser, Lifecycle
 from enddel.logs import configure_logging, server_log
 from enddel.pool import BundleLoadFailed, RenderPool
 from enddel.template import PageTemplate
-from workers.runtime import read_baseline
 
 __all__ = ["app", "create_app"]
 
@@ -78,7 +76,9 @@ def create_app(config: Config | None = None) -> QuartTrio:
     app.url_map.merge_slashes = False
     holder: dict[str, _Parts] = {}
     fast_path = CachedPageFastPath(app.asgi_app)
-    app.asgi_app = fast_path  # type: ignore[method-assign]
+    app.asgi_app = fast_path  # type: ignore[method-assign, assignment]
+    closer = ConnectionCloser(fast_path)
+    app.asgi_app = closer  # type: ignore[method-assign, assignment]
 
     @app.before_serving
     async def start() -> None:
@@ -94,11 +94,12 @@ def create_app(config: Config | None = None) -> QuartTrio:
             os._exit(EXIT_STARTUP_FAILED)
         fast_path.attach(parts.config, parts.store, parts.bundle_version)
 
-        def switch_fast_path(version: str) -> None:
+        def follow_new_bundle(version: str) -> None:
             fast_path.attach(parts.config, parts.store, version)
+            parts.admin.switch_bundle(version)
 
         parts.lifecycle = Lifecycle(
-            parts.config, parts.pool, parts.ssr, parts.store, [switch_fast_path]
+            parts.config, parts.pool, parts.ssr, parts.store, [follow_new_bundle], closer
         )
         await app.nursery.start(parts.lifecycle.run)
 
@@ -149,7 +150,6 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
     config.check_files()
     index = config.client_dir / "index.html"
     template = PageTemplate(index.read_bytes(), str(index))
-    bundle_version = _bundle_version(config)
 
     exits = contextlib.AsyncExitStack()
     try:
@@ -159,6 +159,8 @@ async def _start(app: QuartTrio, config: Config | None) -> _Parts:
         upstream = await exits.enter_async_context(open_upstream_proxy(config))
         pool = RenderPool(config)
         await exits.enter_async_context(_running(app, pool))
+        # The pool hashed the bundle it loaded, which is what renders run.
+        bundle_version = pool.bundle_version
         observed = observing(app.nursery, config, pool, store, bundle_version)
         server_metrics = await exits.enter_async_context(observed)
     except BaseException:
@@ -197,16 +199,6 @@ async def _running(app: QuartTrio, pool: RenderPool) -> Any:
         yield pool
     finally:
         scope.cancel()
-
-
-def _bundle_version(config: Config) -> str:
-    """Digest of everything a render runs: a new bundle never serves old pages."""
-    digest = xxhash.xxh3_64()
-    digest.update(read_baseline().encode())
-    digest.update(config.bundle.read_bytes())
-    if config.bundle_prelude is not None:
-        digest.update(config.bundle_prelude.read_bytes())
-    return digest.hexdigest()
 
 
 app = create_app()

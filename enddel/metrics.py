@@ -10,10 +10,10 @@ lookup and a 16-byte write into a mapped page, so the cache-hit path pays
 microseconds and no system call.
 
 The directory. The server processes of one server agree on it without help
-from hypercorn's master, the way the page cache names its segment: it is
-``<dir>/enddel-metrics-<master pid>-<settings fingerprint>``, where ``<dir>``
-is ``/dev/shm`` when present (so the files are memory, like the cache), else
-the temporary directory. ``PROMETHEUS_MULTIPROC_DIR``, when set, is used as
+from hypercorn's master, the way the page cache names its segment. It is
+``<dir>/prometheus-enddel-<master pid>-<settings fingerprint>``. ``<dir>`` is
+``/dev/shm`` when present, so the files live in memory like the cache, and
+the temporary directory otherwise. ``PROMETHEUS_MULTIPROC_DIR``, when set, is used as
 it is. Membership files ``member-<pid>-<start ticks>`` in the directory list
 the processes attached to it, under an ``flock`` on ``<directory>.lock``:
 
@@ -42,7 +42,7 @@ import glob
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -86,12 +86,14 @@ __all__ = [
 
 #: Content type of the Prometheus text format, version 0.0.4.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-DIRECTORY_PREFIX: Final = "enddel-metrics-"
+#: Directory name prefix. It differs from the page cache's ``enddel-`` so that
+#: tools listing the cache's segments in /dev/shm do not count these.
+DIRECTORY_PREFIX: Final = "prometheus-enddel-"
 _MEMBER_PREFIX: Final = "member-"
 _ENVIRON: Final = "PROMETHEUS_MULTIPROC_DIR"
 
-#: Request latency buckets, in seconds. A page cache hit answers in well under a
-#: millisecond, a render in tens of milliseconds, and the render timeout
+#: Request latency buckets, in seconds. A page cache hit is served in well under
+#: a millisecond, a render in tens of milliseconds, and the render timeout
 #: (``ENDDEL_RENDER_TIMEOUT``, 5 s by default) bounds the slowest page.
 REQUEST_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -103,13 +105,13 @@ RENDER_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 #: Seconds between two samples of this process's render pool gauges (queue
-#: depth, ready workers). A scrape also samples the process that answers it, so
+#: depth, ready workers). A scrape also samples the process that serves it, so
 #: the other processes' figures are at most this old.
 SAMPLE_INTERVAL: Final = 1.0
 
 
 class _PoolFigures(Protocol):
-    """What the sampler reads from a render pool (``RenderPool.statistics()``)."""
+    """Render pool figures that the sampler reads (``RenderPool.statistics()``)."""
 
     @property
     def workers(self) -> int: ...
@@ -156,13 +158,18 @@ class MetricsDirectory:
         self._member = path / f"{_MEMBER_PREFIX}{self.pid}-{_start_ticks(self.pid)}"
         self._lock = WriterLock(path.with_name(path.name + ".lock"))
 
-    def attach(self) -> None:
-        """Join the directory, emptying it first when no live process uses it."""
+    def attach(self) -> bool:
+        """Join the directory, emptying it first when no live process uses it.
+
+        Returns whether this process is the first live member.
+        """
         with self._lock:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self._sweep():
+            first = not self._sweep()
+            if first:
                 _empty(self.path)
             self._member.touch()
+        return first
 
     def sweep(self) -> int:
         """Mark dead members dead; return how many server processes are live."""
@@ -179,6 +186,19 @@ class MetricsDirectory:
                 shutil.rmtree(self.path, ignore_errors=True)
                 self._lock.remove()
         self._lock.close()
+
+    def remove_if_abandoned(self) -> bool:
+        """Remove the directory if no live process is a member; return whether
+        it was removed. For directories of servers that died without detaching."""
+        try:
+            with self._lock:
+                if not self.path.is_dir() or self._sweep():
+                    return False
+                shutil.rmtree(self.path, ignore_errors=True)
+                self._lock.remove()
+                return True
+        finally:
+            self._lock.close()
 
     def _sweep(self) -> int:
         live = 0
@@ -319,10 +339,13 @@ class ServerMetrics:
     """The metrics of this server process; :func:`open_metrics` opens it."""
 
     def __init__(
-        self, directory: MetricsDirectory, info: _ServerInfo, environ: str | None
+        self,
+        directory: MetricsDirectory,
+        info: _ServerInfo,
+        restore: Callable[[], None],
     ) -> None:
         self.directory = directory
-        self._environ = environ
+        self._restore = restore
         self._info = info
         self._instruments = _Instruments()
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -378,7 +401,7 @@ class ServerMetrics:
         if _active is self:
             _active = None
             self.directory.detach()
-            _restore_environ(self._environ)
+            self._restore()
 
 
 class _ScrapeCollector:
@@ -464,23 +487,43 @@ def open_metrics(config: Config, version: str, bundle_version: str) -> ServerMet
             "that open_metrics() returned before opening another"
         )
     directory = MetricsDirectory(metrics_directory(config))
-    directory.attach()
-    previous = os.environ.get(_ENVIRON)
-    os.environ[_ENVIRON] = str(directory.path)
+    if directory.attach() and _ENVIRON not in os.environ:
+        _remove_abandoned(directory.path)
+    restore = _select_directory(directory.path)
+    _active = ServerMetrics(directory, _ServerInfo(version, bundle_version), restore)
+    return _active
+
+
+def _select_directory(path: Path) -> Callable[[], None]:
+    """Make new metrics write to ``path``; return what undoes it."""
+    previous_environ = os.environ.get(_ENVIRON)
+    previous_class = values.ValueClass
+    os.environ[_ENVIRON] = str(path)
     # prometheus-client chooses its value class once, at import, from
     # PROMETHEUS_MULTIPROC_DIR, but the directory is known only once the
     # configuration is read. A fresh multiprocess value class, taken before any
     # metric exists, writes to the directory just set.
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-    _active = ServerMetrics(directory, _ServerInfo(version, bundle_version), previous)
-    return _active
+
+    def restore() -> None:
+        values.ValueClass = previous_class
+        if previous_environ is None:
+            os.environ.pop(_ENVIRON, None)
+        else:
+            os.environ[_ENVIRON] = previous_environ
+
+    return restore
 
 
-def _restore_environ(previous: str | None) -> None:
-    if previous is None:
-        os.environ.pop(_ENVIRON, None)
-    else:
-        os.environ[_ENVIRON] = previous
+def _remove_abandoned(ours: Path) -> None:
+    """Remove the directories of enddel servers whose processes all died.
+
+    A master killed with SIGKILL leaves its directory behind, and no later
+    server has its master PID, so the first process of each new server looks.
+    """
+    for sibling in ours.parent.glob(DIRECTORY_PREFIX + "*"):
+        if sibling != ours and sibling.is_dir():
+            MetricsDirectory(sibling).remove_if_abandoned()
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,8 @@ from enddel.template import PageTemplate
 from workers.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = ("/", "/products?page=2", "/products/cast-iron-skillet", "/about")
+# Pages that render from the bundled data alone: product pages need the API.
+PAGES = ("/", "/products?page=2", "/products?page=all", "/about")
 
 
 def render_pages() -> list[bytes]:

@@ -6,7 +6,7 @@ open (prometheus-client's multiprocess files in a fresh directory under
 
 1. the instrumentation calls alone that a fast-path hit makes:
    ``start_timing``, ``server_timing("cache")`` and ``record_fast_hit``;
-   and those of a hit answered by the SSR handler (``start_timing``,
+   and those of a hit served by the SSR handler (``start_timing``,
    ``mark_timing``, ``server_timing``, ``count_cache``, ``record_response``);
 2. a whole fast-path hit: ``CachedPageFastPath`` answering a GET from a real
    shared-memory page store into an ASGI ``send`` that drops the messages.
@@ -57,9 +57,10 @@ def main() -> None:
 
     for name in closed:
         extra = recording[name] - closed[name]
+        ratio = recording[name] / closed[name]
         print(
-            f"{name:<28} closed {closed[name]:7.2f} us   open {recording[name]:7.2f} us"
-            f"   instrumentation {extra:6.2f} us   ratio {recording[name] / closed[name]:.3f}"
+            f"{name:<22} closed {closed[name]:7.2f} us   open {recording[name]:7.2f} us"
+            f"   instrumentation {extra:6.2f} us   ratio {ratio:.3f}"
         )
 
 

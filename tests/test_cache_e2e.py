@@ -253,20 +253,22 @@ def test_purge_disabled_without_token(tmp_path: Path) -> None:
         assert purge(running, {"all": True}).status_code == 404
 
 
-def _segments() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("enddel-")}
+def _segments(master: int) -> set[str]:
+    """This server's segment and lock file in /dev/shm: named by its master PID."""
+    prefix = f"enddel-{master}-"
+    return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
 
 
 def test_segment_outlives_its_processes_and_goes_with_the_server(
     tmp_path: Path,
 ) -> None:
-    before = _segments()
     # --max-requests makes hypercorn end each server process after a few
     # requests and start a new one: processes come and go under one server.
     args = (*ACCESS_LOG, "--max-requests", "3")
     with run_server(site(tmp_path), workers=2, extra_args=args) as running:
         first = fetch(running, "/kept")
-        created = _segments() - before
+        master = running.process.pid
+        created = _segments(master)
         assert len([name for name in created if not name.endswith(".lock")]) == 1
         for _ in range(12):
             response = fetch(running, "/kept")
@@ -274,9 +276,11 @@ def test_segment_outlives_its_processes_and_goes_with_the_server(
             assert response.text == first.text
         pids = set(re.findall(r"access <(\d+)> GET /kept ", running.log))
         assert len(pids) > 2
-        assert _segments() - before == created
+        assert _segments(master) == created
         running.stop()
-    assert _segments() - before == set()
+        # The janitor removes the segment once the master has exited.
+        wait_for(lambda: _segments(master) == set())
+    assert _segments(master) == set()
     assert "resource_tracker" not in running.log
     assert "leaked shared_memory" not in running.log
     assert "Traceback" not in running.log

@@ -385,3 +385,39 @@ def test_claim_window_full_still_renders() -> None:
         assert claims.claim(digest, os.getpid(), 0, lease=60.0, now=0.0)
     assert claims.claim(digests[16], os.getpid(), 0, lease=60.0, now=0.0)
     assert not claims.is_claimed(digests[16], now=0.0)
+
+
+def test_late_release_keeps_newer_mark() -> None:
+    claims = make_claims({10})
+    digest = xxhash.xxh3_128_digest(b"k")
+    assert claims.claim(digest, 10, 0, lease=5.0, now=0.0, token=1)
+    # The first render outlived its lease; another task of the process claims.
+    assert claims.claim(digest, 10, 0, lease=5.0, now=6.0, token=2)
+    claims.release(digest, 10, token=1)
+    assert claims.is_claimed(digest, now=7.0)
+    claims.release(digest, 10, token=2)
+    assert not claims.is_claimed(digest, now=7.0)
+
+
+def test_release_without_token_drops_every_mark() -> None:
+    claims = make_claims({10})
+    digest = xxhash.xxh3_128_digest(b"k")
+    assert claims.claim(digest, 10, 0, lease=5.0, now=0.0, token=1)
+    assert claims.claim(digest, 10, 0, lease=5.0, now=6.0, token=2)
+    claims.release(digest, 10)
+    assert not claims.is_claimed(digest, now=1.0)
+    assert not claims.is_claimed(digest, now=7.0)
+
+
+def test_store_claim_tokens(store: PageStore) -> None:
+    first = store.claim(b"k", 30.0)
+    assert first is not None
+    assert store.claim(b"k", 30.0) is None
+    other = store.claim(b"other", 30.0)
+    assert other is not None
+    assert other != first
+    store.release(b"k", other)
+    assert store.is_claimed(b"k")
+    store.release(b"k", first)
+    assert not store.is_claimed(b"k")
+    assert store.is_claimed(b"other")

@@ -1,26 +1,32 @@
 """Metrics, health and Server-Timing of a real ``hypercorn -w 2`` server.
 
 Known traffic goes in over fresh connections, so both server processes serve
-some of it; then ``/_enddel/metrics`` is scraped until each process has
-answered once, and both answers must show the same server-wide totals.
+some of it. Then ``/_enddel/metrics`` is scraped until each process has served
+one scrape, and both scrapes must show the same server-wide totals.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from enddel.http.health import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
-from tests.conftest import ServerProcess, run_server
+from tests.conftest import ServerProcess, run_server, wait_for
+from tests.upstream import Exchange, Upstream, open_upstream
 
 #: Scrapes tried before giving up on reaching the second server process. The
-#: kernel hands each new connection to one of the two accepting processes;
-#: fifty tries that all reach the same one would mean it never balances.
+#: kernel hands each new connection to one of the two accepting processes, so
+#: fifty tries that all reach the same one mean it does not balance at all.
 MAX_SCRAPES = 50
 ADMIN_TOKEN = "observability-admin-token-0123456789"
 COOKIE_VALUE = "session-secret-cookie-value-42"
@@ -68,7 +74,7 @@ def fresh_get(server: ServerProcess, path: str, **headers: str) -> httpx.Respons
 
 
 def scrape_each_process(server: ServerProcess) -> dict[str, Samples]:
-    """Scrape until two server processes answered; map each PID to its samples."""
+    """Scrape until two server processes have served one; map PID to samples."""
     by_pid: dict[str, Samples] = {}
     for _ in range(MAX_SCRAPES):
         response = fresh_get(server, METRICS_PATH)
@@ -229,3 +235,149 @@ def test_metrics_directory_removed_at_stop(demo_build: Path) -> None:
         assert list(directory.glob("counter_*.db"))
     assert not directory.exists()
     assert not directory.with_name(directory.name + ".lock").exists()
+
+
+FAILING_BUNDLE = r"""
+globalThis.renderPage = (url) => {
+  if (url === "/throw") throw new Error("render broke on purpose");
+  if (url === "/never") return new Promise(() => {});
+  return "<p>page " + url + "</p>";
+};
+"""
+INDEX = (
+    "<!doctype html><html><head><!--ssr-head--></head>"
+    '<body><div id="root"><!--ssr-outlet--></div></body></html>'
+)
+
+
+@pytest.fixture(scope="module")
+def uncached_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerProcess]:
+    """A server with the page cache off, whose bundle throws and hangs on cue."""
+    folder = tmp_path_factory.mktemp("site")
+    (folder / "client").mkdir()
+    (folder / "client" / "index.html").write_text(INDEX)
+    (folder / "bundle.js").write_text(FAILING_BUNDLE)
+    settings = {
+        "ENDDEL_BUNDLE": str(folder / "bundle.js"),
+        "ENDDEL_CLIENT_DIR": str(folder / "client"),
+        "ENDDEL_RENDER_WORKERS": "1",
+        "ENDDEL_CACHE_BYTES": "0",
+        "ENDDEL_RENDER_TIMEOUT": "1",
+    }
+    with run_server(settings, workers=2) as running:
+        yield running
+
+
+def test_render_failures_counted(uncached_server: ServerProcess) -> None:
+    assert fresh_get(uncached_server, "/throw").status_code == 500
+    assert fresh_get(uncached_server, "/never").status_code == 504
+    assert fresh_get(uncached_server, "/fine").status_code == 200
+
+    for samples in scrape_each_process(uncached_server).values():
+        for outcome in ("failed", "timeout", "ok"):
+            assert value(samples, "enddel_renders_total", outcome=outcome) == 1, outcome
+        for status in ("500", "504", "200"):
+            count = value(
+                samples, "enddel_http_requests_total", kind="ssr", status=status
+            )
+            assert count == 1, status
+        assert value(samples, "enddel_page_cache_requests_total", outcome="bypass") == 1
+        assert not any(
+            name.startswith("enddel_page_cache_entries") for name, _ in samples
+        )
+    assert "render failed url=/throw" in uncached_server.log
+    assert "render broke on purpose" in uncached_server.log
+    assert fresh_get(uncached_server, READYZ_PATH).status_code == 200
+
+
+def test_worker_restart_counted(uncached_server: ServerProcess) -> None:
+    started = re.findall(r"render worker 0 started \(pid (\d+)\)", uncached_server.log)
+    assert len(started) == 2
+    os.kill(int(started[0]), signal.SIGKILL)
+
+    def restart_counted() -> bool:
+        # The pool finds a dead worker when it hands it the next job, so send
+        # pages until the process that lost its worker has served one.
+        assert fresh_get(uncached_server, "/fine").status_code == 200
+        samples = parse(fresh_get(uncached_server, METRICS_PATH).text)
+        return (
+            value(samples, "enddel_render_worker_restarts_total", reason="exited") == 1
+        )
+
+    wait_for(restart_counted, timeout=30)
+    assert f"(pid {started[0]}) exited with" in uncached_server.log
+
+
+HOLDING_BUNDLE = r"""
+globalThis.renderPage = async (url) => {
+  const response = await fetch("/api/hold");
+  return "<p>" + (await response.text()) + "</p>";
+};
+"""
+WAITING_CLIENTS = 4
+
+
+async def test_coalesced_misses_counted(tmp_path: Path) -> None:
+    release = trio.Event()
+
+    async def held(exchange: Exchange) -> None:
+        await release.wait()
+        await exchange.respond(200, [(b"Content-Type", b"text/plain")], b"held")
+
+    async with open_upstream() as upstream:
+        upstream.route(b"/api/hold", held)
+        (tmp_path / "client").mkdir()
+        (tmp_path / "client" / "index.html").write_text(INDEX)
+        (tmp_path / "bundle.js").write_text(HOLDING_BUNDLE)
+        settings = {
+            "ENDDEL_BUNDLE": str(tmp_path / "bundle.js"),
+            "ENDDEL_CLIENT_DIR": str(tmp_path / "client"),
+            "ENDDEL_RENDER_WORKERS": "1",
+            "ENDDEL_RENDER_TIMEOUT": "60",
+            "ENDDEL_API_UPSTREAM": upstream.url + "/api",
+        }
+        with contextlib.ExitStack() as stack:
+            start = functools.partial(stack.enter_context, run_server(settings))
+            server = await trio.to_thread.run_sync(start)
+            try:
+                responses = await _coalesce(server, upstream, release)
+            finally:
+                await trio.to_thread.run_sync(stack.close)
+
+    assert [r.headers["X-Cache"] for r in responses] == ["MISS"] * WAITING_CLIENTS
+    assert all(r.text.count("held") == 1 for r in responses)
+
+
+async def _coalesce(
+    server: ServerProcess, upstream: Upstream, release: trio.Event
+) -> list[httpx.Response]:
+    """Hold one render while every client waits for it, then check the counts."""
+    responses: list[httpx.Response] = []
+
+    async def get_page() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses.append(await client.get("/held"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(WAITING_CLIENTS):
+            nursery.start_soon(get_page)
+        await upstream.wait_for_request()
+        # The others join the render while the upstream delays it. Their count
+        # lives in the server process, so polling its metrics is the only way.
+        coalesced = WAITING_CLIENTS - 1
+        while await _scrape_value(server, "coalesced") < coalesced:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+        release.set()
+
+    assert await _scrape_value(server, "miss") == WAITING_CLIENTS
+    assert await _scrape_value(server, "coalesced") == coalesced
+    assert len(upstream.requests) == 1
+    return responses
+
+
+async def _scrape_value(server: ServerProcess, outcome: str) -> float:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        samples = parse((await client.get(METRICS_PATH)).text)
+    return value(samples, "enddel_page_cache_requests_total", outcome=outcome)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 from quart_trio import QuartTrio
 
@@ -27,7 +29,7 @@ from enddel.pool import RenderPool
 from tests.conftest import REPO
 
 #: A server process stand-in: opens the metrics in the directory given in
-#: PROMETHEUS_MULTIPROC_DIR, records a counter and a live gauge, says "ready"
+#: PROMETHEUS_MULTIPROC_DIR, records a counter and a live gauge, prints "ready"
 #: and waits for its stdin to close.
 CHILD = """
 import sys
@@ -320,3 +322,46 @@ def test_plain_message_untouched() -> None:
     assert redactor.filter(plain)
     assert plain.msg == "render failed url=%s"
     assert plain.args == ("/cart",)
+
+
+def test_abandoned_sibling_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(metrics, "default_lock_dir", lambda: tmp_path)
+    abandoned = tmp_path / f"{metrics.DIRECTORY_PREFIX}1-0000000000000001"
+    start_child_then_kill(abandoned)
+    alive = tmp_path / f"{metrics.DIRECTORY_PREFIX}2-0000000000000002"
+    child = start_child(alive)
+    try:
+        opened = metrics.open_metrics(health_config(cache_bytes="0"), "test", "bundle")
+        opened.close()
+        assert not abandoned.exists()
+        assert not (tmp_path / (abandoned.name + ".lock")).exists()
+        assert f"counter_{child.pid}.db" in files(alive)
+    finally:
+        kill(child)
+
+
+def start_child_then_kill(directory: Path) -> None:
+    kill(start_child(directory))
+    assert any(name.startswith("counter_") for name in files(directory))
+
+
+def test_listening_addresses_found() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert f"127.0.0.1:{port}" in health.listening_addresses()
+    assert f"127.0.0.1:{port}" not in health.listening_addresses()
+
+
+def test_close_restores_value_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    before = values.ValueClass
+    opened = metrics.open_metrics(health_config(cache_bytes="0"), "test", "bundle")
+    assert values.ValueClass is not before
+    opened.close()
+    assert values.ValueClass is before
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics")

@@ -84,8 +84,9 @@ BUCKET: Final = struct.Struct("<QQ")
 #: Attach table row: pid, pad, process start time (clock ticks since boot, so
 #: that a reused PID is not taken for the process that attached), hits, misses.
 ATTACH_ROW: Final = struct.Struct("<IIQQQ")
-#: Claim slot: 128-bit xxh3 digest of the key, owner pid, pad, owner start
-#: time, lease expiry (``time.time()`` seconds). pid 0 marks a free slot.
+#: Claim slot: 128-bit xxh3 digest of the key, owner pid, claim token (unique
+#: within the owner process, so a late release drops only its own mark), owner
+#: start time, lease expiry (``time.time()`` seconds). pid 0 marks a free slot.
 CLAIM_SLOT: Final = struct.Struct("<16sIIQd")
 
 #: Processes that may attach at once: hypercorn workers of one server plus
@@ -140,6 +141,10 @@ class HeaderField:
     PUTS = 176
     RETIRED_HITS = 184  # hits of processes that have detached or died
     RETIRED_MISSES = 192
+    # The janitor process that removes the segment once the server is gone
+    # (pid and start time, 0 when none): see enddel.cache.janitor.
+    JANITOR_PID = 200
+    JANITOR_STARTED = 208
 
 
 _U64 = struct.Struct("<Q")

@@ -515,17 +515,29 @@ class Claims:
             found, pid, _, started, expires = CLAIM_SLOT.unpack_from(self._buf, offset)
             yield offset, found, pid, started, expires
 
+    def _token_at(self, offset: int) -> int:
+        token: int = CLAIM_SLOT.unpack_from(self._buf, offset)[2]
+        return token
+
     def _active(self, pid: int, started: int, expires: float, now: float) -> bool:
         return pid != 0 and expires > now and self._alive(pid, started)
 
     def claim(
-        self, digest: bytes, pid: int, started: int, lease: float, now: float
+        self,
+        digest: bytes,
+        pid: int,
+        started: int,
+        lease: float,
+        now: float,
+        token: int = 0,
     ) -> bool:
         """Mark ``digest`` as rendered by ``pid`` unless another owner marked it.
 
-        Returns True when the caller owns the render now. When all slots of
-        the key's window hold active marks of other keys, no mark is written
-        and True is returned: the render goes ahead without coalescing.
+        Returns True when the caller owns the render now. ``token`` (a u32)
+        goes into the mark, so that :meth:`release` with the same token drops
+        this mark and no later one of the same process. When all slots of the
+        key's window hold active marks of other keys, no mark is written and
+        True is returned: the render goes ahead without coalescing.
         """
         free: int | None = None
         for offset, found, owner, owner_started, expires in self._window(digest):
@@ -535,13 +547,18 @@ class Claims:
             if not active and free is None:
                 free = offset
         if free is not None:
-            CLAIM_SLOT.pack_into(self._buf, free, digest, pid, 0, started, now + lease)
+            CLAIM_SLOT.pack_into(
+                self._buf, free, digest, pid, token, started, now + lease
+            )
         return True
 
-    def release(self, digest: bytes, pid: int) -> None:
-        """Drop the marks ``pid`` holds on ``digest``."""
+    def release(self, digest: bytes, pid: int, token: int | None = None) -> None:
+        """Drop the marks ``pid`` holds on ``digest``: only the one taken with
+        ``token``, or every one when ``token`` is None."""
         for offset, found, owner, _, _ in self._window(digest):
-            if found == digest and owner == pid:
+            if found != digest or owner != pid:
+                continue
+            if token is None or self._token_at(offset) == token:
                 CLAIM_SLOT.pack_into(self._buf, offset, bytes(16), 0, 0, 0, 0.0)
 
     def is_claimed(self, digest: bytes, now: float) -> bool:

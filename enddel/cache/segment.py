@@ -14,10 +14,20 @@ takes the segment's writer lock (``flock`` on ``<lock dir>/<name>.lock``), then:
   ConfigError, because two servers would share one cache by accident.
 
 Each attached process owns one row of the attach table (pid, process start
-time, hit and miss counters). Closing clears the row; the last process out
-unlinks the segment and the lock file, unless the segment is persistent. Rows
-of dead processes are found by PID and start time (a reused PID has another
-start time) and folded into the retired counters.
+time, hit and miss counters). Closing clears the row. Rows of dead processes
+are found by PID and start time (a reused PID has another start time) and
+folded into the retired counters.
+
+Removal. A persistent segment is never removed. A temporary segment opened
+with a ``master`` (the server's parent process) is guarded by a janitor
+process (:mod:`enddel.cache.janitor`), which the opener starts when no live
+janitor is recorded in the header. The janitor removes the segment and the
+lock file after the master has exited and no attached process is left, so the
+segment outlives any number of server processes that come and go under one
+master. While a live janitor guards it, a segment with no attached process is
+repaired and reused, not reset. Without a live janitor (no master given, or
+the janitor was killed) the last process to close the segment removes it, and
+a segment that every process left without closing is reset by the next open.
 
 On Python 3.11, ``SharedMemory`` registers every segment it creates or attaches
 with multiprocessing's resource tracker, which unlinks it when that one process
@@ -30,7 +40,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +55,7 @@ from typing import Final
 
 from enddel.cache.layout import (
     ATTACH_ROW,
+    HEADER_BYTES,
     Geometry,
     HeaderField,
     LayoutError,
@@ -62,12 +76,17 @@ __all__ = [
     "open_segment",
     "process_alive",
     "process_start_ticks",
+    "remove_unattached",
 ]
 
 #: Mount point of POSIX shared memory on Linux; its free space bounds the segment.
 SHM_DIR: Final = Path("/dev/shm")
 _TRACKER_TYPE: Final = "shared_memory"
 _HAS_PROC: Final = Path("/proc/self/stat").exists()
+#: Seconds a new janitor gets to report its PID. Its start-up (Python and the
+#: enddel.cache imports) took 0.4 to 0.8 s on the two-core development machine
+#: at a load average of 10. Past this limit the server runs without a janitor.
+JANITOR_START_TIMEOUT: Final = 10.0
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -211,18 +230,20 @@ class Segment:
         """PIDs of the live processes attached to this segment."""
         return [pid for _, pid, _ in _rows(self.buf, self.geometry) if pid]
 
-    def close(self) -> bool:
-        """Detach; unlink the segment if this was the last live process and it
-        is not persistent. Returns whether the segment was unlinked.
+    def janitor_pid(self) -> int | None:
+        """PID of the live janitor that guards this segment, or None."""
+        with self.lock:
+            return _live_janitor(self.buf)
 
-        NOTE: hypercorn spawns a replacement only after a server process has
-        exited, so when every process exits at once (``--max-requests``) the
-        last one unlinks and the replacements start with an empty cache.
-        """
+    def close(self) -> bool:
+        """Detach. Returns whether the segment was unlinked, which happens only
+        when this was the last live process, the segment is not persistent and
+        no live janitor guards it (the janitor removes it later instead)."""
         with self.lock:
             _fold_row(self.buf, self.row_offset)
             live = _sweep_rows(self.buf, self.geometry)
-            unlink = live == 0 and not self.persist
+            guarded = _live_janitor(self.buf) is not None
+            unlink = live == 0 and not self.persist and not guarded
             if unlink:
                 _unlink(self.shm)
                 self.lock.remove()
@@ -239,8 +260,13 @@ def open_segment(
     persist: bool,
     lock_dir: Path,
     fingerprint: int,
+    master: int | None = None,
 ) -> Segment:
-    """Attach to segment ``name``, creating or resetting it as described above."""
+    """Attach to segment ``name``, creating or resetting it as described above.
+
+    ``master`` is the PID of the process whose exit ends a temporary segment.
+    When it is given, a janitor is started unless a live one guards the segment.
+    """
     lock = WriterLock(lock_dir / f"{name}.lock")
     pid = os.getpid()
     started = process_start_ticks(pid) or 0
@@ -248,6 +274,8 @@ def open_segment(
         with lock:
             shm, geometry = _attach_or_create(name, size_bytes, persist, fingerprint)
             row_offset = _claim_row(_buffer(shm), geometry, pid, started)
+            if master is not None and not persist:
+                _ensure_janitor(_buffer(shm), name, lock_dir, master)
     except BaseException:
         lock.close()
         raise
@@ -305,7 +333,7 @@ def _reset_reason(
                 "ENDDEL_CACHE_NAME or stop the other one."
             )
         return "it was made with other settings"
-    if live == 0 and not persist:
+    if live == 0 and not persist and _live_janitor(_buffer(shm)) is None:
         return "every process attached to it has exited"
     return None
 
@@ -443,3 +471,155 @@ def _claim_row(buf: memoryview, geometry: Geometry, pid: int, started: int) -> i
         f"page cache segment is attached to {geometry.attach_slots} live processes, "
         "the most it can track. Run fewer server processes (hypercorn -w)."
     )
+
+
+# Janitor: the process that removes a temporary segment once its master has
+# exited. Its PID and start time sit in the header, written under the lock.
+
+
+def _live_janitor(buf: memoryview) -> int | None:
+    pid = load(buf, HeaderField.JANITOR_PID)
+    started = load(buf, HeaderField.JANITOR_STARTED)
+    if pid == 0 or not process_alive(pid, started):
+        return None
+    return pid
+
+
+def _ensure_janitor(buf: memoryview, name: str, lock_dir: Path, master: int) -> None:
+    """Start a janitor for segment ``name`` unless a live one is recorded."""
+    if _live_janitor(buf) is not None:
+        return
+    if not (SHM_DIR / name).exists():
+        # The janitor finds the segment through /dev/shm; without that view
+        # the last process to close the segment removes it, as unguarded.
+        return
+    master_started = process_start_ticks(master)
+    if master_started is None:
+        cache_log.warning(
+            "page cache segment %s has no janitor: its master process %d has "
+            "exited already, so the last server process to close it removes it",
+            name,
+            master,
+        )
+        return
+    janitor = _start_janitor(name, lock_dir, master, master_started)
+    janitor_started = None if janitor is None else process_start_ticks(janitor)
+    if janitor is None or janitor_started is None:
+        store(buf, HeaderField.JANITOR_PID, 0)
+        return
+    store(buf, HeaderField.JANITOR_STARTED, janitor_started)
+    store(buf, HeaderField.JANITOR_PID, janitor)
+    cache_log.info(
+        "page cache segment %s: janitor %d removes it after process %d exits",
+        name,
+        janitor,
+        master,
+    )
+
+
+def _start_janitor(
+    name: str, lock_dir: Path, master: int, master_started: int
+) -> int | None:
+    """Launch ``python -m enddel.cache.janitor`` and return the janitor's PID.
+
+    The launched process forks the janitor into a session of its own and
+    exits, printing the janitor's PID. So the janitor is nobody's child here
+    (no zombie, no ``Popen`` to reap) and is outside the server's process
+    group. Returns None, after logging why, when the launch failed.
+    """
+    command = [
+        sys.executable, "-m", "enddel.cache.janitor",
+        "--segment", name, "--lock-dir", str(lock_dir),
+        "--master", str(master), "--master-started", str(master_started),
+    ]  # fmt: skip
+    try:
+        launched = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=JANITOR_START_TIMEOUT,
+            check=True,
+        )
+        return int(launched.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        # Safe to go on: without a janitor the segment falls back to removal
+        # by the last process that closes it.
+        cache_log.warning(
+            "page cache segment %s: starting its janitor failed (%s); the last "
+            "server process to close it removes it instead",
+            name,
+            error,
+        )
+        return None
+
+
+def remove_unattached(
+    name: str, lock_dir: Path, janitor: int, janitor_started: int
+) -> list[tuple[int, int]]:
+    """Remove segment ``name`` and its lock file unless a live process is
+    attached. For the janitor ``janitor`` (PID and start time) only.
+
+    Returns the live attached processes as (pid, start time) pairs, which keep
+    the segment; an empty list means that nothing is left to guard: the
+    segment was removed now, was gone already, or is guarded by another
+    janitor (a reset segment). The segment is mapped only during this call.
+    """
+    lock = WriterLock(lock_dir / f"{name}.lock")
+    try:
+        with lock:
+            return _remove_unattached_locked(name, lock, (janitor, janitor_started))
+    finally:
+        lock.close()
+
+
+def _remove_unattached_locked(
+    name: str, lock: WriterLock, janitor: tuple[int, int]
+) -> list[tuple[int, int]]:
+    path = SHM_DIR / name
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:  # removed by its last process, or never formatted
+        lock.remove()
+        return []
+    try:
+        if os.fstat(fd).st_size < HEADER_BYTES:  # its creator died half-way
+            return []
+        with mmap.mmap(fd, 0) as mapped:
+            view = memoryview(mapped)
+            try:
+                keepers = _attached_processes(view, name, janitor)
+            finally:
+                view.release()
+    finally:
+        os.close(fd)
+    if keepers is None:
+        return []
+    if not keepers:
+        os.unlink(path)
+        lock.remove()
+        cache_log.info("removed page cache segment %s: its server has exited", name)
+    return keepers
+
+
+def _attached_processes(
+    buf: memoryview, name: str, janitor: tuple[int, int]
+) -> list[tuple[int, int]] | None:
+    """Return the live processes attached to ``buf``, or None when the
+    segment is not guarded by ``janitor``."""
+    try:
+        geometry = read_geometry(buf)
+    except LayoutError as error:
+        cache_log.info("page cache segment %s was replaced (%s)", name, error)
+        return None
+    recorded = (
+        load(buf, HeaderField.JANITOR_PID),
+        load(buf, HeaderField.JANITOR_STARTED),
+    )
+    if recorded != janitor:
+        cache_log.info(
+            "page cache segment %s is guarded by janitor %d now", name, recorded[0]
+        )
+        return None
+    _sweep_rows(buf, geometry)
+    return [(pid, started) for _, pid, started in _rows(buf, geometry) if pid]

@@ -12,21 +12,28 @@ Segment names. Without ``ENDDEL_CACHE_NAME`` the name is
 process, so they all share ``os.getppid()``, while a second server on the same
 machine has another master. The fingerprint, a hash of the cache size, the
 bundle and the client build paths, keeps two servers started by one parent
-(a test run, a supervisor) with other settings apart. Such a segment is
-removed when its last process closes it. With ``ENDDEL_CACHE_NAME`` the name
-is ``enddel-<cache name>`` and the segment outlives restarts.
+(a test run, a supervisor) with other settings apart. Such a segment lives
+exactly as long as that parent: a janitor process (:mod:`enddel.cache.janitor`)
+removes it once the parent has exited and no server process is attached, so
+server processes that hypercorn restarts keep the cache. When the server runs
+inside another program (``hypercorn.trio.serve`` in a test, say), the parent
+is that program's parent (a shell, pytest's runner): the segment then stays
+until that process exits, and a server started again under it reuses the
+cache. With ``ENDDEL_CACHE_NAME`` the name is ``enddel-<cache name>`` and the
+segment outlives restarts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import os
 import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Final
+from typing import Final, NewType
 
 import xxhash
 
@@ -36,6 +43,7 @@ from enddel.cache.segment import SHM_DIR, Segment, open_segment, process_alive
 from enddel.config import Config, ConfigError
 
 __all__ = [
+    "ClaimToken",
     "PageStore",
     "StoreClosedError",
     "StoreStatistics",
@@ -51,6 +59,12 @@ _HITS: Final = 16
 _MISSES: Final = 24
 #: Segment name prefix, so enddel's segments are recognisable in /dev/shm.
 NAME_PREFIX: Final = "enddel-"
+#: Claim tokens are u32 in the claim table; 0 is never handed out.
+_TOKEN_LIMIT: Final = 1 << 32
+
+#: Proof of one :meth:`PageStore.claim`, unique within this process until 2**32
+#: claims later; pass it to :meth:`PageStore.release`.
+ClaimToken = NewType("ClaimToken", int)
 
 
 class StoreClosedError(RuntimeError):
@@ -89,6 +103,7 @@ class PageStore:
         self._misses_offset = segment.row_offset + _MISSES
         self._hits = 0
         self._misses = 0
+        self._tokens = itertools.count(1)
         self._state = _State.OPEN
 
     @property
@@ -157,33 +172,35 @@ class PageStore:
             self._ring.end_mutation()
         return purged
 
-    def claim(self, key: bytes, lease: float) -> bool:
+    def claim(self, key: bytes, lease: float) -> ClaimToken | None:
         """Mark ``key`` as being rendered by this process for ``lease`` seconds.
 
-        Returns True when the caller now owns the render, False when another
-        live owner holds an unexpired mark (in this process or another). A
-        mark ends with :meth:`release`, when the lease runs out, or when its
-        owner process dies.
+        Returns a token (always true) when the caller now owns the render,
+        None when another live owner holds an unexpired mark (in this process
+        or another). A mark ends with :meth:`release`, when the lease runs
+        out, or when its owner process dies.
         """
         self._check_open()
         if not lease > 0:
             raise ValueError(f"lease={lease!r}: expected seconds greater than 0")
         digest = xxhash.xxh3_128_digest(key)
+        token = self._next_token()
         with self._lock:
-            return self._claims.claim(
-                digest, self._pid, self._segment.started, lease, time.time()
+            claimed = self._claims.claim(
+                digest, self._pid, self._segment.started, lease, time.time(), token
             )
+        return token if claimed else None
 
-    def release(self, key: bytes) -> None:
-        """Drop this process's mark on ``key``, if any.
+    def release(self, key: bytes, token: ClaimToken | None = None) -> None:
+        """Drop the mark on ``key`` that :meth:`claim` returned ``token`` for.
 
-        NOTE: marks are owned by process, so a release after the lease ran out
-        also drops a mark that another task of this process took since.
+        Without ``token``, every mark of this process on ``key`` goes, which
+        after a lease ran out includes a mark that another task took since.
         """
         self._check_open()
         digest = xxhash.xxh3_128_digest(key)
         with self._lock:
-            self._claims.release(digest, self._pid)
+            self._claims.release(digest, self._pid, token)
 
     def is_claimed(self, key: bytes) -> bool:
         """Return whether a live process has an unexpired mark on ``key``."""
@@ -213,8 +230,12 @@ class PageStore:
             )
 
     def close(self) -> None:
-        """Detach. The last process to close a non-persistent segment removes
-        it. Closing twice does nothing."""
+        """Detach. Closing twice does nothing.
+
+        A temporary segment guarded by a live janitor stays after the last
+        close, for the next server process under the same master; an
+        unguarded one is removed by the last process to close it.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
@@ -222,6 +243,9 @@ class PageStore:
         self._ring = Ring(bytearray(), self._segment.geometry)
         self._claims = Claims(bytearray(), self._segment.geometry, process_alive)
         self._segment.close()
+
+    def _next_token(self) -> ClaimToken:
+        return ClaimToken(next(self._tokens) % (_TOKEN_LIMIT - 1) + 1)
 
     def _check_open(self) -> None:
         if self._state is _State.CLOSED:
@@ -233,9 +257,13 @@ class PageStore:
 
 def segment_name(config: Config) -> str:
     """Name of the segment that every process of this server attaches to."""
+    return _segment_name(config, os.getppid())
+
+
+def _segment_name(config: Config, master: int) -> str:
     if config.cache_name is not None:
         return NAME_PREFIX + config.cache_name
-    return f"{NAME_PREFIX}{os.getppid()}-{settings_fingerprint(config):016x}"
+    return f"{NAME_PREFIX}{master}-{settings_fingerprint(config):016x}"
 
 
 def settings_fingerprint(config: Config) -> int:
@@ -255,21 +283,26 @@ def default_lock_dir() -> Path:
 def open_page_store(config: Config) -> PageStore:
     """Open this server's page cache, named and sized from ``config``.
 
-    Raises ConfigError when the cache is disabled (``cache_bytes == 0``), when
-    ``/dev/shm`` cannot hold it, or when another running server uses the
-    segment name with other settings.
+    A temporary segment (no ``cache_name``) is guarded by a janitor that
+    removes it once this process's parent has exited. Raises ConfigError when
+    the cache is disabled (``cache_bytes == 0``), when ``/dev/shm`` cannot
+    hold it, or when another running server uses the segment name with other
+    settings.
     """
     if config.cache_bytes == 0:
         raise ConfigError(
             "ENDDEL_CACHE_BYTES=0 disables the page cache; check "
             "config.cache_bytes before calling open_page_store()."
         )
+    persist = config.cache_name is not None
+    master = os.getppid()
     return open_store(
-        segment_name(config),
+        _segment_name(config, master),
         config.cache_bytes,
-        persist=config.cache_name is not None,
+        persist=persist,
         lock_dir=default_lock_dir(),
         fingerprint=settings_fingerprint(config),
+        master=None if persist else master,
     )
 
 
@@ -280,13 +313,19 @@ def open_store(
     persist: bool = False,
     lock_dir: Path | None = None,
     fingerprint: int = 0,
+    master: int | None = None,
 ) -> PageStore:
-    """Open the page store in segment ``name`` of ``size_bytes`` bytes."""
+    """Open the page store in segment ``name`` of ``size_bytes`` bytes.
+
+    With ``master`` (a PID), a temporary segment is kept until that process
+    has exited; without, until its last process closes it.
+    """
     segment = open_segment(
         name,
         size_bytes,
         persist=persist,
         lock_dir=default_lock_dir() if lock_dir is None else lock_dir,
         fingerprint=fingerprint,
+        master=master,
     )
     return PageStore(segment)

@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from quart import Request, Response
+from werkzeug.datastructures import Headers
 
 from enddel.cache import PageStore
 from enddel.cache.policy import cache_key, key_prefix
@@ -42,6 +43,10 @@ class AdminEndpoints:
         self._store = store
         self._bundle_version = bundle_version
 
+    def switch_bundle(self, version: str) -> None:
+        """Purge the pages of ``version`` from now on, after a bundle reload."""
+        self._bundle_version = version
+
     @property
     def enabled(self) -> bool:
         return self._token is not None
@@ -55,7 +60,8 @@ class AdminEndpoints:
         if self._store is None:
             return _error(409, "the page cache is off (ENDDEL_CACHE_BYTES=0)")
 
-        body = await request.get_data(cache=False)
+        body = await request.get_data(cache=False, as_text=False)
+        assert isinstance(body, bytes)  # as_text=False
         if len(body) > _MAX_BODY_BYTES:
             return _error(413, f"purge request body over {_MAX_BODY_BYTES} bytes")
         try:
@@ -114,6 +120,5 @@ def _error(
     status: int, message: str, headers: list[tuple[str, str]] | None = None
 ) -> Response:
     body = json.dumps({"error": message})
-    return Response(
-        body, status, [("Content-Type", "application/json"), *(headers or [])]
-    )
+    fields = Headers([("Content-Type", "application/json"), *(headers or [])])
+    return Response(body, status, fields)

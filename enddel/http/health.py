@@ -1,7 +1,7 @@
 """Health and metrics endpoints of a server process, under ``/_enddel/``.
 
 The paths sit under ``/_enddel/``, next to the admin endpoints, so they never
-shadow a page of the app; there are no bare ``/healthz`` aliases, because any
+shadow a page of the app. There are no bare ``/healthz`` aliases, because any
 app may have a page of that name. Each endpoint answers for the server process
 that accepted the connection, except ``/_enddel/metrics``, whose figures are
 the whole server's (see :mod:`enddel.metrics`).
@@ -61,7 +61,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Content-Type": "text/plain; charset=u
 
 @dataclass(slots=True)
 class _Server:
-    """What readiness and metrics read; set once the process has started."""
+    """The parts that readiness and metrics read, set once the process has started."""
 
     config: Config | None = None
     pool: RenderPool | None = None
@@ -90,7 +90,7 @@ def detach() -> None:
 
 
 def start_draining() -> None:
-    """Answer ``readyz`` with 503 from now on; requests are still served."""
+    """Make ``readyz`` return 503 from now on. Requests are still served."""
     _server.draining = True
 
 
@@ -155,7 +155,7 @@ async def _metrics() -> Response:
     server_metrics, pool = _server.server_metrics, _server.pool
     if server_metrics is None or pool is None:
         return Response("metrics are not open: the server is not started\n", 503)
-    # The pool's figures are read on the event loop, which owns them; reading
+    # The pool's figures are read on the event loop, which owns them. Reading
     # every process's sample files is file I/O, so it runs in a thread.
     server_metrics.sample_pool(pool)
     text = await trio.to_thread.run_sync(server_metrics.exposition, _server.store)
@@ -189,8 +189,13 @@ def _listening(descriptors: Iterator[int]) -> Iterator[str]:
     for fd in descriptors:
         # socket(fileno=...) takes ownership of the descriptor, so probe a copy.
         try:
-            probe = socket.socket(fileno=os.dup(fd))
-        except OSError:  # closed since the listing, or not a socket after all
+            copy = os.dup(fd)
+        except OSError:  # closed since the listing: nothing to probe
+            continue
+        try:
+            probe = socket.socket(fileno=copy)
+        except OSError:  # not a socket after all: the copy is ours to close
+            os.close(copy)
             continue
         with probe:
             if probe.type != socket.SOCK_STREAM:

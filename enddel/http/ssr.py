@@ -22,6 +22,7 @@ from typing import Protocol
 
 import trio
 from quart import Request, Response
+from werkzeug.datastructures import Headers
 
 from enddel import metrics
 from enddel.cache import Entry, PageStore
@@ -224,7 +225,7 @@ class SsrHandler:
         store = self._store
         assert store is not None
         lease = max(deadline - trio.current_time(), 0.0) + _CLAIM_SLACK
-        while not store.claim(key, lease):
+        while (token := store.claim(key, lease)) is None:
             # Another server process renders this page: wait for its entry.
             await trio.sleep(_FOREIGN_RENDER_POLL)
             entry = store.get(key)
@@ -233,12 +234,13 @@ class SsrHandler:
             if trio.current_time() > deadline:
                 raise RenderTimeout(f"render of {url} in another process timed out")
         try:
-            entry = self._make_entry(key, await self._pool.render(url, deadline))
+            result = await self._pool.render(url, deadline)
+            entry = self._make_entry(_rendered_key(key, url, result), result)
             if entry.ttl > 0 or entry.stale_ttl > 0:
                 self._store_entry(entry)
             return entry
         finally:
-            store.release(key)
+            store.release(key, token)
 
     def _refresh_in_background(self, url: str, key: bytes, deadline: float) -> None:
         """Start one render that replaces a stale entry, unless one is running."""
@@ -315,21 +317,23 @@ class SsrHandler:
         if outcome in ("HIT", "STALE"):
             headers.append(("Age", str(age_seconds(entry, now))))
         if coding is None:
-            return Response(_NOT_ACCEPTABLE, 406, _NOT_ACCEPTABLE_HEADERS)
+            return Response(_NOT_ACCEPTABLE, 406, Headers(_NOT_ACCEPTABLE_HEADERS))
 
         body = entry.body
         etag = entry.etag
         if coding != "identity":
             headers.append(("Content-Encoding", coding))
-            body = entry.body_br if coding == "br" else entry.body_gzip  # type: ignore[assignment]
+            variant = entry.body_br if coding == "br" else entry.body_gzip
+            assert variant is not None  # choose_encoding offers only what exists
+            body = variant
             etag = f'{entry.etag[:-1]}-{coding}"'
         headers.append(("ETag", etag))
 
         if if_none_match_matches(request.headers.get("If-None-Match"), etag):
             # RFC 9110 §15.4.5: a 304 carries the validators and Vary, no body.
             kept = [(n, v) for n, v in headers if n.lower() in _NOT_MODIFIED_FIELDS]
-            return Response(b"", 304, kept)
-        response = Response(body, entry.status, headers)
+            return Response(b"", 304, Headers(kept))
+        response = Response(body, entry.status, Headers(headers))
         if request.method == "HEAD":
             response.set_data(b"")
             response.headers["Content-Length"] = str(len(body))
@@ -368,7 +372,19 @@ class SsrHandler:
             *extra,
         ]
         body = self._template.shell() if self._error_page is None else self._error_page
-        return Response(body, status, headers)
+        return Response(body, status, Headers(headers))
+
+
+def _rendered_key(key: bytes, url: str, result: RenderResult) -> bytes:
+    """The key to store a result under: that of the bundle that rendered it.
+
+    A job queued just before a bundle reload may be rendered by the new bundle;
+    its page belongs under the new version's key, not the old one it was asked
+    for under.
+    """
+    if not result.bundle_version:
+        return key
+    return cache_key(result.bundle_version, url)
 
 
 _NOT_ACCEPTABLE = b"Not Acceptable: the page is available as br, gzip or identity.\n"
