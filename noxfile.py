@@ -7,8 +7,12 @@ into its own virtualenv, the demo's npm packages, and the Debian packages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -61,11 +65,54 @@ def perf(session: nox.Session) -> None:
 
 @nox.session
 def serve(session: nox.Session) -> None:
-    """Build the demo and serve it on http://127.0.0.1:8000 until Ctrl+C."""
+    """Build the demo and serve it on http://127.0.0.1:8000 until Ctrl+C.
+
+    The demo API upstream (``python -m enddel.demo_api``) runs beside it on an
+    ephemeral loopback port, and ``ENDDEL_API_UPSTREAM`` points at it.
+    """
     session.install("-e", ".")
     build_demo(session)
     bind = session.posargs[0] if session.posargs else "127.0.0.1:8000"
-    session.run("hypercorn", "-k", "trio", "--bind", bind, "enddel.app:app")
+    with demo_api(session) as upstream:
+        session.log(f"demo API upstream on {upstream}")
+        session.run(
+            "hypercorn", "-k", "trio", "--bind", bind, "enddel.app:app",
+            env={"ENDDEL_API_UPSTREAM": upstream},
+        )  # fmt: skip
+
+
+#: Seconds the demo API gets to exit after SIGINT before it is killed. It only
+#: has to finish sending small JSON responses.
+DEMO_API_STOP_TIMEOUT = 5
+
+
+@contextlib.contextmanager
+def demo_api(session: nox.Session) -> Iterator[str]:
+    """Run the demo API upstream in the session's virtualenv; yield its base URL.
+
+    It stops with the session: on Ctrl+C the terminal interrupts it together
+    with hypercorn, and however the session ends it is interrupted here, then
+    killed after DEMO_API_STOP_TIMEOUT. NOTE: a nox killed with SIGKILL leaves
+    it running, as it leaves hypercorn.
+    """
+    python = Path(session.bin) / "python"
+    command = [str(python), "-m", "enddel.demo_api", "--bind", "127.0.0.1:0"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        # Its only stdout line is the URL, written once it listens.
+        url = process.stdout.readline().strip()
+        if not url:
+            session.error(f"{' '.join(command)} exited with status {process.wait()}")
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(DEMO_API_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @nox.session

@@ -2,7 +2,9 @@
 
 Each test loads pages from a hypercorn process that renders the demo bundle,
 then checks in the browser that the client hydrated the server's markup
-instead of replacing it, and that links switch pages without a reload.
+instead of replacing it, and that links switch pages without a reload. The
+product pages load their product from the demo API upstream, a process of its
+own: the server during its render, the browser through enddel's /api proxy.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from playwright.sync_api import (
     ConsoleMessage,
     Error,
     Page,
+    Request,
     expect,
     sync_playwright,
 )
 
 from tests.conftest import run_server
+from tests.demo_upstream import run_demo_api
 
 pytestmark = pytest.mark.browser
 
@@ -75,13 +79,15 @@ class PageErrors:
 @pytest.fixture(scope="module")
 def shop_url(demo_build: Path) -> Iterator[str]:
     """Base URL of an enddel server that renders the demo build."""
-    settings = {
-        "ENDDEL_BUNDLE": str(demo_build / "server" / "bundle.js"),
-        "ENDDEL_CLIENT_DIR": str(demo_build / "client"),
-        "ENDDEL_RENDER_WORKERS": "1",
-    }
-    with run_server(settings) as server:
-        yield server.url
+    with run_demo_api() as upstream:
+        settings = {
+            "ENDDEL_BUNDLE": str(demo_build / "server" / "bundle.js"),
+            "ENDDEL_CLIENT_DIR": str(demo_build / "client"),
+            "ENDDEL_RENDER_WORKERS": "1",
+            "ENDDEL_API_UPSTREAM": upstream,
+        }
+        with run_server(settings) as server:
+            yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +218,74 @@ def test_cart_count_follows_clicks(
     open_hydrated(page, shop_url + "/")
     expect(badge).to_have_text("2")
     assert page_errors.messages == []
+
+
+def record_api_requests(page: Page) -> list[str]:
+    """Collect the URL of every request the page sends under /api/ from now on."""
+    urls: list[str] = []
+
+    def on_request(request: Request) -> None:
+        if "/api/" in request.url:
+            urls.append(request.url)
+
+    page.on("request", on_request)
+    return urls
+
+
+def test_product_page_hydrates_without_fetch(
+    page: Page, page_errors: PageErrors, shop_url: str
+) -> None:
+    api_requests = record_api_requests(page)
+    open_hydrated(page, shop_url + "/products/pour-over-kettle")
+    expect(page.locator("h1")).to_have_text("Pour-Over Kettle")
+    assert api_requests == []
+    assert page.evaluate("window.__removedFromApp") == []
+    assert page_errors.messages == []
+
+
+def test_product_link_fetches_through_proxy(
+    page: Page, page_errors: PageErrors, shop_url: str
+) -> None:
+    open_hydrated(page, shop_url + "/products")
+    page.evaluate("window.__sameDocument = 'kept'")
+    api_requests = record_api_requests(page)
+
+    card = page.locator(".card__name").get_by_role("link", name="Cast Iron Skillet")
+    with page.expect_response(shop_url + "/api/products/cast-iron-skillet") as response:
+        card.click()
+    assert response.value.status == 200
+    expect(page.locator("h1")).to_have_text("Cast Iron Skillet")
+    expect(page).to_have_title("Cast Iron Skillet · Enddel Shop")
+    assert page.url == shop_url + "/products/cast-iron-skillet"
+
+    # Back to the list and to the product again: the response is kept.
+    page.go_back()
+    expect(page.locator("h1")).to_have_text("Products, page 1 of 4")
+    page.go_forward()
+    expect(page.locator("h1")).to_have_text("Cast Iron Skillet")
+    assert api_requests == [shop_url + "/api/products/cast-iron-skillet"]
+    assert page.evaluate("window.__sameDocument") == "kept"
+    assert page_errors.messages == []
+
+
+@pytest.fixture(scope="module")
+def offline_shop_url(demo_build: Path) -> Iterator[str]:
+    """Base URL of a server whose API upstream is a closed loopback port."""
+    with run_server({"ENDDEL_RENDER_WORKERS": "1"}) as server:
+        yield server.url
+
+
+def test_unavailable_product_hydrates(
+    page: Page, page_errors: PageErrors, offline_shop_url: str
+) -> None:
+    url = offline_shop_url + "/products/brass-pen"
+    api_requests = record_api_requests(page)
+    assert open_hydrated(page, url) == 503
+    expect(page.locator("h1")).to_have_text("Product unavailable")
+    assert api_requests == []
+    assert page.evaluate("window.__removedFromApp") == []
+    other_errors = [
+        m for m in page_errors.messages if not is_document_load_error(m, 503, url)
+    ]
+    assert len(page_errors.messages) == 1
+    assert other_errors == []

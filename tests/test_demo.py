@@ -1,4 +1,8 @@
-"""The demo shop end to end: a real hypercorn process, real render workers, real V8."""
+"""The demo shop end to end: a real hypercorn process, real render workers, real V8.
+
+The product pages fetch their product from the demo API upstream, which runs as
+a process of its own.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, ServerProcess, run_server
+from tests.demo_upstream import run_demo_api
 
 PRODUCTS = json.loads((REPO / "demo" / "src" / "data" / "products.json").read_text())
 EMPTY_OUTLET = '<div id="app"></div>'
@@ -21,8 +26,10 @@ EMPTY_OUTLET = '<div id="app"></div>'
 
 @pytest.fixture(scope="module")
 def server(demo_build: Path) -> Iterator[ServerProcess]:
-    with run_server({"ENDDEL_RENDER_WORKERS": "2"}) as running:
-        yield running
+    with run_demo_api() as upstream:
+        settings = {"ENDDEL_RENDER_WORKERS": "2", "ENDDEL_API_UPSTREAM": upstream}
+        with run_server(settings) as running:
+            yield running
 
 
 def get(server: ServerProcess, path: str) -> httpx.Response:
@@ -75,6 +82,26 @@ def test_every_product_page_renders(server: ServerProcess) -> None:
 def test_unknown_product_is_404(server: ServerProcess) -> None:
     response = get(server, "/products/no-such-product")
     assert response.status_code == 404
+    assert "<h1>Page not found</h1>" in response.text
+
+
+def test_product_page_embeds_api_response(server: ServerProcess) -> None:
+    product = PRODUCTS[1]
+    body = get(server, f"/products/{product['slug']}").text
+    match = re.search(
+        r'<script type="application/json" id="shop-resources">(.*?)</script>', body
+    )
+    assert match, "the product page carries no API data for hydration"
+    head_end = body.index("</head>")
+    assert match.start() < head_end
+    resources = json.loads(match.group(1))
+    assert resources == {
+        f"/api/products/{product['slug']}": {"status": 200, "body": product}
+    }
+
+
+def test_list_page_embeds_no_api_data(server: ServerProcess) -> None:
+    assert 'id="shop-resources"' not in get(server, "/products").text
 
 
 def test_hashed_assets_are_served(server: ServerProcess) -> None:

@@ -3,6 +3,11 @@
  * the standard globals the render workers provide (no require, no process, no
  * window, no document), and print each page's status and size.
  *
+ * The context's fetch replaces the API upstream: it serves
+ * /api/products/SLUG from src/data/products.json, as `python -m enddel.demo_api`
+ * does. A second context, whose fetch fails like an unreachable upstream,
+ * checks the product page's 503.
+ *
  * Exits non-zero when a page has the wrong status or misses its expected text,
  * or when two renders of one URL differ.
  *
@@ -32,12 +37,32 @@ const PAGES = [
   ['/no/such/page', 404, 'Page not found'],
 ];
 
-function refusingFetch(input) {
-  // The shop keeps its data in the bundle, so any request is a bug here.
-  return Promise.reject(new TypeError(`render called fetch(${String(input)})`));
+const PRODUCTS = JSON.parse(await readFile('src/data/products.json', 'utf8'));
+const PRODUCT_PATH = /^\/api\/products\/([^/]+)$/;
+
+function jsonResponse(status, body) {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json' },
+  });
 }
 
-function createContext() {
+/** fetch for the API upstream's product routes; any other URL is a bug here. */
+async function catalogFetch(input) {
+  const url = new URL(String(input), ORIGIN);
+  const match = url.origin === ORIGIN ? PRODUCT_PATH.exec(url.pathname) : null;
+  if (!match) throw new TypeError(`render called fetch(${String(input)})`);
+  const product = PRODUCTS.find((p) => p.slug === decodeURIComponent(match[1]));
+  return product ? jsonResponse(200, product) : jsonResponse(404, { error: 'no such product' });
+}
+
+// fetch as it fails when the upstream is down. It runs inside the context, so
+// it rejects with the context's own TypeError, as the render runtime does.
+const UNREACHABLE_FETCH = `globalThis.fetch = async (input) => {
+  throw new TypeError('fetch failed: connection refused for ' + String(input));
+};`;
+
+function createContext(fetch) {
   const location = new URL('/', ORIGIN);
   return vm.createContext({
     URL,
@@ -49,7 +74,8 @@ function createContext() {
     setInterval,
     clearInterval,
     queueMicrotask,
-    fetch: refusingFetch,
+    fetch,
+    Response,
     location: { origin: location.origin, href: location.href, pathname: '/', search: '' },
     console,
   });
@@ -72,8 +98,9 @@ function checkPage(url, page, status, text) {
   return problems.map((problem) => `${url}: ${problem}`);
 }
 
-const context = createContext();
-vm.runInContext(await readFile(BUNDLE, 'utf8'), context, { filename: BUNDLE });
+const bundle = await readFile(BUNDLE, 'utf8');
+const context = createContext(catalogFetch);
+vm.runInContext(bundle, context, { filename: BUNDLE });
 if (typeof context.renderPage !== 'function') {
   throw new Error(`${BUNDLE} did not define globalThis.renderPage`);
 }
@@ -86,7 +113,7 @@ for (const [url, status, text] of PAGES) {
   console.log(`${String(page.status).padEnd(4)} ${String(bytes).padStart(7)} B  ${url}`);
 }
 
-const slugs = JSON.parse(await readFile('src/data/products.json', 'utf8')).map((p) => p.slug);
+const slugs = PRODUCTS.map((p) => p.slug);
 for (const slug of slugs) {
   const page = await renderTwice(context, `/products/${slug}`);
   failures.push(...checkPage(`/products/${slug}`, page, 200, '<h1>'));
@@ -98,6 +125,18 @@ const [about, missing] = await Promise.all(['/about', '/missing'].map((u) => con
 if (about.status !== 200 || missing.status !== 404 || !about.head.includes('About')) {
   failures.push(`overlapping renders mixed up: ${about.status} ${about.head}, ${missing.status}`);
 }
+
+// The product page hands the client the API response it rendered, and has 503
+// when the upstream is down.
+const detail = await context.renderPage('/products/brass-pen');
+if (!detail.head.includes('<script type="application/json" id="shop-resources">')) {
+  failures.push(`/products/brass-pen: head lacks the API data for hydration: ${detail.head}`);
+}
+const offline = createContext(undefined);
+vm.runInContext(UNREACHABLE_FETCH, offline);
+vm.runInContext(bundle, offline, { filename: BUNDLE });
+const unavailable = await offline.renderPage('/products/brass-pen');
+failures.push(...checkPage('/products/brass-pen, API down', unavailable, 503, 'Product unavailable'));
 
 // A rough figure for the benchmark page, printed only: no limit is enforced here.
 const runs = 20;

@@ -1,4 +1,4 @@
-import { findProduct, formatPrice } from '../data/catalog.js';
+import { formatPrice, useProduct } from '../data/catalog.js';
 import { AddToCart } from '../components/AddToCart.jsx';
 import { ProductArt } from '../components/ProductArt.jsx';
 import { Rating } from '../components/Rating.jsx';
@@ -30,7 +30,24 @@ function ProductView({ product }) {
   );
 }
 
+/**
+ * The page for a product the API could not deliver. 503, because the failure is
+ * the upstream's and may pass; the page cache never stores a 5xx page. The
+ * reason is not shown to visitors: the resource store logged it.
+ */
+function ProductUnavailable() {
+  usePageMeta({ title: 'Product unavailable', status: 503 });
+  return (
+    <section class="prose">
+      <h1>Product unavailable</h1>
+      <p>The shop could not load this product. Reload the page to try again.</p>
+      <p><a href="/products">← Back to all products</a></p>
+    </section>
+  );
+}
+
 export default function ProductDetail({ params }) {
-  const product = findProduct(params.slug);
+  const { product, failure } = useProduct(params.slug);
+  if (failure) return <ProductUnavailable />;
   return product ? <ProductView product={product} /> : <NotFound />;
 }
