@@ -45,9 +45,21 @@ from enddel.cache.policy import key_prefix
 from enddel.config import Config
 from enddel.logs import server_log
 from enddel.pool import BundleRejected, PoolClosed, RenderError, RenderPool
+from enddel.template import TemplateError
 
-__all__ = ["Lifecycle", "LifecycleState", "request_graceful_shutdown"]
+__all__ = [
+    "ConnectionCloser",
+    "Lifecycle",
+    "LifecycleState",
+    "request_graceful_shutdown",
+]
 
+#: Seconds between SIGTERM and the start of hypercorn's drain, during which
+#: every HTTP/1 response carries ``Connection: close``. hypercorn closes idle
+#: keep-alive connections the moment it drains, so a request sent on one at
+#: that moment is lost. The notice makes busy clients close their connections
+#: after a response instead.
+CLOSE_NOTICE = 1.0
 #: Seconds between two looks at the bundle file when ENDDEL_WATCH is set. A
 #: deploy takes seconds, so a second's delay is not noticed; a stat costs
 #: microseconds.
@@ -68,6 +80,40 @@ class LifecycleState:
     STARTING = "starting"
     SERVING = "serving"
     DRAINING = "draining"
+
+
+class ConnectionCloser:
+    """ASGI middleware that asks HTTP/1 clients to close keep-alive connections.
+
+    While :attr:`closing` is set, every HTTP/1.x response gets a
+    ``Connection: close`` field (HTTP/2 forbids that field, so its responses
+    are left alone).
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._app = app
+        self.closing = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self.closing or scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if scope.get("http_version") not in ("1.0", "1.1"):
+            await self._app(scope, receive, send)
+            return
+
+        async def send_closing(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"connection"
+                ]
+                headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._app(scope, receive, send_closing)
 
 
 class Warmable(Protocol):
@@ -93,8 +139,10 @@ class Lifecycle:
         ssr: Warmable,
         store: PageStore | None,
         on_switch: Iterable[Callable[[str], None]] = (),
+        closer: ConnectionCloser | None = None,
     ) -> None:
         self._config = config
+        self._closer = closer
         self._pool = pool
         self._ssr = ssr
         self._store = store
@@ -164,9 +212,12 @@ class Lifecycle:
             return
         self.state = LifecycleState.DRAINING
         server_log.info("SIGTERM received: draining requests, then stopping")
+        if self._closer is not None:
+            self._closer.closing = True
+            await trio.sleep(CLOSE_NOTICE)
         if not await request_graceful_shutdown():
             # Not under hypercorn's trio worker: stop the way SIGTERM would
-            # have without this handler, but after a log line that says why.
+            # have without this handler, but after a log line with the reason.
             server_log.warning("no hypercorn worker context found; exiting now")
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -219,13 +270,20 @@ class Lifecycle:
         """Render ``urls`` into the page cache, one at a time, when a worker idles."""
         if self._store is None:
             return
-        for url in dict.fromkeys(urls):
+        pages = list(dict.fromkeys(urls))
+        rendered = 0
+        for url in pages:
             await self._wait_for_idle_worker()
             try:
                 if await self._ssr.warm(url):
-                    self.warmed += 1
-            except RenderError as error:
+                    rendered += 1
+            except (RenderError, TemplateError) as error:
+                # A page that fails to warm fails again when asked for, and
+                # is answered then; warm-up goes on with the next page.
                 server_log.warning("warm-up render of %s failed: %s", url, error)
+        self.warmed += rendered
+        if pages:
+            server_log.info("warm-up rendered %d of %d pages", rendered, len(pages))
 
     async def _wait_for_idle_worker(self) -> None:
         # Warm-up yields to user requests: it adds a job only while nothing

@@ -154,6 +154,9 @@ class RenderResult:
     cache: bool
     ttl: float | None
     seconds: float
+    #: Version of the bundle that rendered the page: the cache key to store it
+    #: under, which may be newer than the version the request was keyed with.
+    bundle_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +251,16 @@ class RenderPool:
         self._bundle: BundleSnapshot | None = None
         #: Bumped by each accepted reload; a worker of an older generation retires.
         self._generation = 0
-        #: Held while a slot replaces a retiring worker, so slots retire one by one.
-        self._retiring = trio.Lock()
+        #: Held while a worker loads V8 and the bundle outside the first start,
+        #: so replacements load one at a time and leave a core for rendering.
+        self._starting = trio.Lock()
+        self._reload_lock = trio.Lock()
+        #: Ready workers waiting to take over a slot, by slot.
+        self._successors: dict[int, _Worker] = {}
+        #: Slots whose successor is loading.
+        self._preparing: set[int] = set()
+        #: The nursery that supervises the slots; None when the pool is not running.
+        self._nursery: trio.Nursery | None = None
         #: Cancel scopes of supervisors waiting for a job, woken to retire.
         self._idle_scopes: set[trio.CancelScope] = set()
 
@@ -287,7 +298,9 @@ class RenderPool:
         states = self._worker_states
         return PoolStatistics(
             workers=len(states),
-            ready_workers=sum(s in (WorkerState.IDLE, WorkerState.BUSY) for s in states),
+            ready_workers=sum(
+                s in (WorkerState.IDLE, WorkerState.BUSY) for s in states
+            ),
             idle_workers=sum(s is WorkerState.IDLE for s in states),
             queued_jobs=self._send.statistics().current_buffer_used,
             restarts=self._restarts,
@@ -328,33 +341,68 @@ class RenderPool:
 
         The new bundle is loaded in a candidate worker that renders each of
         ``check_urls``; a load failure, a render error or a 5xx status raises
-        BundleRejected and the old bundle keeps serving. Once accepted, workers
-        retire one by one between jobs, each replaced by one running the new
-        bundle. Returns the current version unchanged when the bundle on disk
-        is the one already serving.
+        BundleRejected and the old bundle keeps serving. Once the candidate
+        passes, a successor running the new bundle is started for every slot
+        while the old workers keep serving; then the pool switches, and each
+        slot hands over to its successor between jobs. Returns the current
+        version unchanged when the bundle on disk is the one already serving.
+        If cancelled, the successors started so far are stopped.
         """
         if self._state is not PoolState.RUNNING or self._snapshots is None:
             raise PoolClosed(f"render pool is {self._state.value}")
-        try:
-            snapshot = take_snapshot(self._config, self._snapshots)
-        except OSError as error:
-            raise BundleRejected(f"cannot read the bundle: {error}") from None
-        if self._bundle is not None and snapshot.version == self._bundle.version:
+        async with self._reload_lock:
+            try:
+                snapshot = take_snapshot(self._config, self._snapshots)
+            except OSError as error:
+                raise BundleRejected(f"cannot read the bundle: {error}") from None
+            if self._bundle is not None and snapshot.version == self._bundle.version:
+                return snapshot.version
+
+            successors = await self._start_successors(snapshot, check_urls)
+            self._bundle = snapshot
+            self._generation += 1
+            for successor in successors:
+                self._install_successor(successor)
+            pool_log.info(
+                "render pool switching to bundle version %s", snapshot.version
+            )
             return snapshot.version
 
-        await self._check_candidate(snapshot, check_urls)
-        self._bundle = snapshot
-        self._generation += 1
-        self._wake_idle()
-        pool_log.info("render pool switching to bundle version %s", snapshot.version)
-        return snapshot.version
+    async def _start_successors(
+        self, snapshot: BundleSnapshot, check_urls: Sequence[str]
+    ) -> list[_Worker]:
+        """Check the new bundle, then start one worker of it per slot, one at a time.
+
+        The candidate that passed the check renders for slot 0, so a reload
+        loads V8 once per slot, not once more.
+        """
+        generation = self._generation + 1
+        successors = [await self._check_candidate(snapshot, check_urls)]
+        try:
+            for slot in range(1, self._config.render_workers):
+                async with self._starting:
+                    worker = _Worker(
+                        slot, self._command(snapshot), generation, snapshot.version
+                    )
+                    successors.append(worker)
+                    await worker.start()
+        except (BundleLoadFailed, _WorkerDied) as error:
+            await _stop_all(successors)
+            raise BundleRejected(f"the bundle failed to load: {error}") from None
+        except BaseException:
+            await _stop_all(successors)
+            raise
+        return successors
 
     async def _check_candidate(
         self, snapshot: BundleSnapshot, check_urls: Sequence[str]
-    ) -> None:
-        candidate = _Worker(-1, self._command(snapshot), self._generation + 1)
+    ) -> _Worker:
+        """Load ``snapshot`` and render ``check_urls``; return the loaded worker."""
+        command = self._command(snapshot)
+        candidate = _Worker(0, command, self._generation + 1, snapshot.version)
         try:
-            await candidate.start()
+            async with self._starting:
+                await candidate.start()
             for job_id, url in enumerate(check_urls, start=1):
                 deadline = trio.current_time() + self._config.render_timeout
                 result, error = await self._check_render(
@@ -367,10 +415,12 @@ class RenderPool:
                         f"check render of {url} returned status {result.status}"
                     )
         except (BundleLoadFailed, _WorkerDied) as error:
+            await _stop_all([candidate])
             raise BundleRejected(f"the bundle failed to load: {error}") from None
-        finally:
-            with trio.CancelScope(shield=True):
-                await candidate.stop()
+        except BaseException:
+            await _stop_all([candidate])
+            raise
+        return candidate
 
     async def _check_render(
         self, candidate: _Worker, job_id: int, url: str, deadline: float
@@ -379,7 +429,7 @@ class RenderPool:
         with trio.move_on_at(deadline + KILL_GRACE):
             remaining = deadline - trio.current_time()
             frame = await candidate.request(job_id, {"url": url, "timeout": remaining})
-            return _outcome(job, frame)
+            return _outcome(job, frame, candidate.version)
         return None, RenderTimeout(f"check render of {url} passed its deadline")
 
     def _wake_idle(self) -> None:
@@ -389,6 +439,7 @@ class RenderPool:
     async def _run_workers(self, task_status: Any) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 for slot in range(self._config.render_workers):
                     await nursery.start(self._supervise, slot)
                 self._state = PoolState.RUNNING
@@ -405,6 +456,11 @@ class RenderPool:
             if isinstance(failure, BundleLoadFailed):
                 raise failure from None
             raise
+        finally:
+            self._nursery = None
+            successors = list(self._successors.values())
+            self._successors.clear()
+            await _stop_all(successors)
 
     def _fail_queued_jobs(self) -> None:
         self._send.close()
@@ -415,89 +471,186 @@ class RenderPool:
                 return
             job.finish(None, PoolClosed("render pool stopped"))
 
+    # -- one slot ------------------------------------------------------------
+
     async def _supervise(self, slot: int, *, task_status: Any) -> None:
-        """Keep one worker slot filled: spawn, serve jobs, restart on exit."""
+        """Keep one worker slot filled: spawn, serve jobs, hand over, restart."""
+        worker = self._new_worker(slot)
+        try:
+            await worker.start()
+        except _WorkerDied as death:
+            await _stop_all([worker])
+            raise BundleLoadFailed(str(death)) from None
+        except BaseException:
+            await _stop_all([worker])
+            raise
+        task_status.started()
+
         backoff = RESTART_BACKOFF_MIN
-        started = False
-        retiring = False
-        while True:
-            worker = _Worker(slot, self._command(), self._generation)
-            ready_at = trio.current_time()
-            try:
-                try:
-                    await worker.start()
-                finally:
-                    if retiring:
-                        # The successor is up (or failed): the next slot may retire.
-                        retiring = False
-                        self._retiring.release()
-                        self._wake_idle()
-                if not started:
-                    started = True
-                    task_status.started()
+        try:
+            while True:
                 self._worker_states[slot] = WorkerState.IDLE
                 ready_at = trio.current_time()
                 reason = await self._serve(worker)
                 if reason is None:
                     return
                 if isinstance(reason, _Retire):
-                    retiring = True
-                    self._retirements += 1
-                    metrics.count_worker_restart("retired")
-                    pool_log.info(
-                        "retiring render worker %d (pid %s): %s",
-                        slot, worker.pid, reason,
-                    )  # fmt: skip
+                    worker = self._hand_over(worker, reason)
                     continue
-            except BundleLoadFailed:
-                if not started:
-                    raise
-                reason = "the bundle failed to load"
-            except _WorkerDied as death:
-                if not started:
-                    raise BundleLoadFailed(str(death)) from None
-                reason = str(death)
-            finally:
+
                 self._worker_states[slot] = WorkerState.RESTARTING
                 with trio.CancelScope(shield=True):
                     exit_code = await worker.stop()
+                if trio.current_time() - ready_at > HEALTHY_AFTER:
+                    backoff = RESTART_BACKOFF_MIN
+                self._restarts += 1
+                metrics.count_worker_restart("exited")
+                pool_log.warning(
+                    "render worker %d (pid %s) exited with %s: %s; "
+                    "restarting in %.1f s",
+                    slot, worker.pid, exit_code, reason, backoff,
+                )  # fmt: skip
+                worker, backoff = await self._restart(slot, backoff)
+        finally:
+            self._worker_states[slot] = WorkerState.STOPPED
+            await _stop_all([worker])
 
-            if trio.current_time() - ready_at > HEALTHY_AFTER:
-                backoff = RESTART_BACKOFF_MIN
-            self._restarts += 1
-            metrics.count_worker_restart("exited")
-            pool_log.warning(
-                "render worker %d (pid %s) exited with %s: %s; restarting in %.1f s",
-                slot, worker.pid, exit_code, reason, backoff,
-            )  # fmt: skip
+    def _hand_over(self, worker: _Worker, reason: _Retire) -> _Worker:
+        """Put the slot's ready successor in place; stop ``worker`` meanwhile."""
+        successor = self._successors.pop(worker.slot)
+        self._retirements += 1
+        metrics.count_worker_restart("retired")
+        pool_log.info(
+            "retiring render worker %d (pid %s): %s; pid %s takes over",
+            worker.slot, worker.pid, reason, successor.pid,
+        )  # fmt: skip
+        self._stop_soon(worker)
+        return successor
+
+    async def _restart(self, slot: int, backoff: float) -> tuple[_Worker, float]:
+        """Start a worker in place of a dead one; return it and the next backoff."""
+        while True:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+            successor = self._successors.pop(slot, None)
+            if successor is not None and successor.generation == self._generation:
+                return successor, backoff
+            if successor is not None:
+                self._stop_soon(successor)
+            worker = self._new_worker(slot)
+            try:
+                async with self._starting:
+                    await worker.start()
+                return worker, backoff
+            except (BundleLoadFailed, _WorkerDied) as error:
+                await _stop_all([worker])
+                pool_log.warning(
+                    "render worker %d failed to start: %s; retrying in %.1f s",
+                    slot, error, backoff,
+                )  # fmt: skip
+            except BaseException:
+                await _stop_all([worker])
+                raise
+
+    def _new_worker(self, slot: int) -> _Worker:
+        return _Worker(slot, self._command(), self._generation, self.bundle_version)
+
+    # -- successors ----------------------------------------------------------
+
+    def _prepare_successor_soon(self, slot: int) -> None:
+        """Start loading a successor for ``slot`` unless one is loading or ready."""
+        successor = self._successors.get(slot)
+        if successor is not None and successor.generation == self._generation:
+            return
+        if slot in self._preparing or self._nursery is None:
+            return
+        self._preparing.add(slot)
+        self._nursery.start_soon(self._prepare_successor, slot)
+
+    async def _prepare_successor(self, slot: int) -> None:
+        """Load a successor, retrying with backoff, and install it for ``slot``."""
+        backoff = RESTART_BACKOFF_MIN
+        try:
+            while True:
+                worker = self._new_worker(slot)
+                try:
+                    # One worker loads at a time: loading V8 takes a core.
+                    async with self._starting:
+                        await worker.start()
+                    break
+                except (BundleLoadFailed, _WorkerDied) as error:
+                    await _stop_all([worker])
+                    pool_log.warning(
+                        "successor for render worker %d failed to start: %s; "
+                        "retrying in %.1f s",
+                        slot, error, backoff,
+                    )  # fmt: skip
+                except BaseException:
+                    await _stop_all([worker])
+                    raise
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+        finally:
+            self._preparing.discard(slot)
+        self._install_successor(worker)
+
+    def _install_successor(self, worker: _Worker) -> None:
+        """Make ``worker`` the next one for its slot, unless a newer one is there."""
+        current = self._successors.get(worker.slot)
+        if worker.generation != self._generation or (
+            current is not None and current.generation == self._generation
+        ):
+            # Loaded for a bundle that a reload has since replaced.
+            self._stop_soon(worker)
+            return
+        if current is not None:
+            self._stop_soon(current)
+        self._successors[worker.slot] = worker
+        self._wake_idle()
+
+    def _stop_soon(self, worker: _Worker) -> None:
+        if self._nursery is None:
+            # The pool is stopping; run's cleanup stops what is left.
+            return
+        self._nursery.start_soon(_stop_all, [worker])
 
     def _retire_reason(self, worker: _Worker) -> _Retire | None:
         limits = self._config
         if worker.generation != self._generation:
-            return _Retire("the bundle was reloaded")
+            return _RetireNow("the bundle was reloaded")
         if worker.out_of_memory:
-            return _Retire("a render ran out of V8 heap")
+            return _RetireNow("a render ran out of V8 heap")
         if limits.worker_max_renders and worker.renders >= limits.worker_max_renders:
-            return _Retire(f"it reached {worker.renders} renders")
+            return _Retire(
+                f"it reached {worker.renders} renders "
+                f"(ENDDEL_WORKER_MAX_RENDERS={limits.worker_max_renders})"
+            )
         max_heap = limits.worker_max_heap_bytes
         if max_heap and worker.heap_bytes >= max_heap:
             return _Retire(f"its V8 heap reached {worker.heap_bytes // MIB} MB")
         return None
 
     async def _next_job(self, worker: _Worker) -> _Job | _Retire | None:
-        """Wait for a job, or for a reason to retire; None when the queue closed."""
+        """Wait for a job, or for the successor to be ready; None when the queue closed.
+
+        A worker due for retirement keeps taking jobs while its successor
+        loads, so the slot never stands empty. Only a worker of the old bundle
+        or one that ran out of heap stops taking jobs at once: a job keyed by
+        the new version must not be rendered by the old bundle, and V8 after
+        an out-of-memory stop is not trusted to render again.
+        """
         while True:
             reason = self._retire_reason(worker)
-            if reason is not None and not self._retiring.locked():
-                # Holding the lock across the stop and the next start makes
-                # the other slots wait, so only one worker restarts at a time.
-                await self._retiring.acquire()
-                return reason
+            if reason is not None:
+                successor = self._successors.get(worker.slot)
+                if successor is not None and successor.generation == self._generation:
+                    return reason
+                self._prepare_successor_soon(worker.slot)
             with trio.CancelScope() as scope:
                 self._idle_scopes.add(scope)
                 try:
+                    if isinstance(reason, _RetireNow):
+                        await trio.sleep_forever()
                     return await self._receive.receive()
                 except trio.EndOfChannel:
                     return None
@@ -527,21 +680,27 @@ class RenderPool:
                 self._worker_states[worker.slot] = WorkerState.IDLE
                 if not requeued:
                     # Unfinished here only when cancelled: the pool is stopping.
-                    job.finish(None, PoolClosed("render pool stopped during the render"))
+                    job.finish(
+                        None, PoolClosed("render pool stopped during the render")
+                    )
 
     async def _run_job(self, worker: _Worker, job: _Job) -> None:
         remaining = job.deadline - trio.current_time()
         if remaining <= 0:
-            job.finish(None, RenderTimeout(f"render of {job.url} timed out in the queue"))
+            job.finish(
+                None, RenderTimeout(f"render of {job.url} timed out in the queue")
+            )
             return
         job.attempts += 1
         with trio.move_on_at(job.deadline + KILL_GRACE):
-            frame = await worker.request(job.job_id, {"url": job.url, "timeout": remaining})
+            frame = await worker.request(
+                job.job_id, {"url": job.url, "timeout": remaining}
+            )
             self._renders += 1
             worker.count_render(frame.meta)
             metrics.record_worker_heap(worker.slot, worker.heap_bytes)
             _log_console(job.url, job.job_id, frame.meta.get("console"))
-            job.finish(*_outcome(job, frame))
+            job.finish(*_outcome(job, frame, worker.version))
             return
         raise RenderTimeout(f"render of {job.url} timed out after {remaining:.1f} s")
 
@@ -554,7 +713,8 @@ class RenderPool:
             return False
         if job.attempts < 2:
             pool_log.warning(
-                "render worker %d died rendering %s (job %d); retrying on another worker",
+                "render worker %d died rendering %s (job %d); "
+                "retrying on another worker",
                 worker.slot, job.url, job.job_id,
             )  # fmt: skip
             try:
@@ -574,7 +734,12 @@ class RenderPool:
             "--bundle", str(snapshot.path), "--bundle-name", str(config.bundle),
             "--heap-bytes", str(config.v8_heap_bytes),
         ]  # fmt: skip
-        command += ["--origin", config.public_origin, "--api-upstream", config.api_upstream]
+        command += [
+            "--origin",
+            config.public_origin,
+            "--api-upstream",
+            config.api_upstream,
+        ]
         for host in sorted(config.fetch_allowed_hosts):
             command += ["--fetch-allow", host]
         if snapshot.prelude is not None and config.bundle_prelude is not None:
@@ -584,7 +749,18 @@ class RenderPool:
 
 
 class _Retire(str):
-    """Why an idle worker is replaced at once, without backoff."""
+    """Why a worker is replaced by a ready successor, without backoff."""
+
+
+class _RetireNow(_Retire):
+    """A reason to retire that also stops the worker from taking more jobs."""
+
+
+async def _stop_all(workers: Sequence[_Worker]) -> None:
+    """Stop workers, even while the caller is being cancelled."""
+    with trio.CancelScope(shield=True):
+        for worker in workers:
+            await worker.stop()
 
 
 def _log_console(url: str, job_id: int, lines: object) -> None:
@@ -609,13 +785,15 @@ def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None
     return leaf
 
 
-def _outcome(job: _Job, frame: Frame) -> tuple[RenderResult | None, RenderError | None]:
+def _outcome(
+    job: _Job, frame: Frame, version: str
+) -> tuple[RenderResult | None, RenderError | None]:
     """Turn a RESULT frame into a result or an error, logging render errors."""
     meta = frame.meta
     error = meta.get("error")
     if error is None:
         try:
-            return _result(meta, frame.body), None
+            return _result(meta, frame.body, version), None
         except (TypeError, ValueError) as invalid:
             error = {"name": "TypeError", "message": str(invalid), "stack": ""}
     if not isinstance(error, dict):
@@ -640,10 +818,14 @@ def _outcome(job: _Job, frame: Frame) -> tuple[RenderResult | None, RenderError 
     return None, failure
 
 
-def _result(meta: dict[str, Any], html: bytes) -> RenderResult:
+def _result(meta: dict[str, Any], html: bytes, version: str) -> RenderResult:
     """Check the fields of a renderPage object result; raise on invalid ones."""
     status = meta.get("status", 200)
-    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+    if (
+        not isinstance(status, int)
+        or isinstance(status, bool)
+        or not 200 <= status <= 599
+    ):
         raise ValueError(f"renderPage returned status {status!r}; expected 200 to 599")
     head = meta.get("head", "")
     if not isinstance(head, str):
@@ -661,6 +843,7 @@ def _result(meta: dict[str, Any], html: bytes) -> RenderResult:
         cache=meta.get("cache", True) is not False,
         ttl=None if ttl is None else float(ttl),
         seconds=float(meta.get("seconds", 0.0)),
+        bundle_version=version,
     )
 
 
@@ -685,7 +868,11 @@ def _headers(raw: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise TypeError(f"renderPage header {pair!r} is not a [name, value] pair")
         name, value = str(pair[0]), str(pair[1])
-        if not name or any(c in name for c in ":\r\n\0 ") or any(c in value for c in "\r\n\0"):
+        if (
+            not name
+            or any(c in name for c in ":\r\n\0 ")
+            or any(c in value for c in "\r\n\0")
+        ):
             raise ValueError(f"renderPage header {name!r} has an invalid name or value")
         checked.append((name, value))
     return tuple(checked)
@@ -694,9 +881,13 @@ def _headers(raw: object) -> tuple[tuple[str, str], ...]:
 class _Worker:
     """One render worker process and the pipe pair it is driven through."""
 
-    def __init__(self, slot: int, command: list[str], generation: int) -> None:
+    def __init__(
+        self, slot: int, command: list[str], generation: int, version: str
+    ) -> None:
         self.slot = slot
         self.generation = generation
+        #: The bundle version this worker loaded, named in its results.
+        self.version = version
         self.renders = 0
         self.heap_bytes = 0
         self.out_of_memory = False
@@ -727,7 +918,9 @@ class _Worker:
         with trio.move_on_after(LOAD_TIMEOUT) as scope:
             frame = await self._next_frame()
         if scope.cancelled_caught:
-            raise BundleLoadFailed(f"render worker did not load within {LOAD_TIMEOUT} s")
+            raise BundleLoadFailed(
+                f"render worker did not load within {LOAD_TIMEOUT} s"
+            )
         _log_console("(load)", 0, frame.meta.get("console"))
         if frame.kind is Kind.LOAD_FAILED:
             raise BundleLoadFailed(str(frame.meta.get("error", "unknown error")))
@@ -737,7 +930,8 @@ class _Worker:
 
     async def request(self, job_id: int, meta: dict[str, Any]) -> Frame:
         """Send one RENDER frame and wait for its RESULT."""
-        assert self._process is not None and self._process.stdin is not None
+        assert self._process is not None
+        assert self._process.stdin is not None
         try:
             await self._process.stdin.send_all(encode_frame(Kind.RENDER, job_id, meta))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -748,7 +942,8 @@ class _Worker:
         return frame
 
     async def _next_frame(self) -> Frame:
-        assert self._process is not None and self._process.stdout is not None
+        assert self._process is not None
+        assert self._process.stdout is not None
         while not self._frames:
             data = await self._process.stdout.receive_some(_READ_BYTES)
             if not data:
@@ -768,6 +963,8 @@ class _Worker:
             await process.stdin.aclose()
         with trio.move_on_after(STOP_TIMEOUT):
             return await process.wait()
-        pool_log.warning("render worker %d (pid %s) did not stop; killing", self.slot, self.pid)
+        pool_log.warning(
+            "render worker %d (pid %s) did not stop; killing", self.slot, self.pid
+        )
         process.kill()
         return await process.wait()

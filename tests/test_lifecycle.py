@@ -9,6 +9,7 @@ leave no process, shared-memory segment or traceback behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -60,6 +61,15 @@ def session_processes(session: int) -> list[int]:
     return pids
 
 
+def render_worker_pids(session: int) -> list[int]:
+    pids = []
+    for pid in session_processes(session):
+        with contextlib.suppress(OSError):
+            if b"workers" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+    return pids
+
+
 def server_segments(master: int) -> list[str]:
     """Names in /dev/shm that belong to the server whose master is ``master``."""
     return sorted(
@@ -69,9 +79,15 @@ def server_segments(master: int) -> list[str]:
 
 
 def server_pids(server: ServerProcess) -> list[int]:
+    """PIDs of the server processes, not of multiprocessing's resource tracker."""
     master = server.process.pid
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
+    pids = []
+    for pid in children:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(int(pid))
+    return pids
 
 
 def drain_count(server: ServerProcess) -> int:
@@ -185,11 +201,7 @@ async def test_render_worker_ignores_group_sigterm(tmp_path: Path) -> None:
         with run_server(settings) as server:
             # SIGTERM to the group, then straight away a second look: the
             # render workers must still be alive while their server drains.
-            render_workers = [
-                pid
-                for pid in session_processes(server.process.pid)
-                if b"workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]
+            render_workers = render_worker_pids(server.process.pid)
             assert len(render_workers) == 2
             os.killpg(server.process.pid, signal.SIGTERM)
             exit_code = await trio.to_thread.run_sync(server.process.wait, 30)
