@@ -4,7 +4,7 @@
 start-up (``before_serving``), each server process reads its configuration,
 attaches to the page cache, opens the upstream client and starts its render
 pool as tasks in the app's nursery; a configuration error stops start-up with
-one log line that says what to fix. Requests are routed by path:
+one log line that names the setting and the fix. Requests are routed by path:
 
 - ``/api`` and ``/api/...``: forwarded to the API upstream, every method;
 - GET and HEAD of a file in the client build: served as a static file;
@@ -53,7 +53,7 @@ _ALL_METHODS = [
 
 @dataclasses.dataclass
 class _Parts:
-    """What one server process builds at start-up and closes at shutdown."""
+    """The parts one server process builds at start-up and closes at shutdown."""
 
     config: Config
     pool: RenderPool

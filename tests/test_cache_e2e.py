@@ -157,7 +157,7 @@ def test_never_stored(server: ServerProcess, path: str) -> None:
     assert_renders(server, path, 2)
 
 
-def test_set_cookie_is_not_passed_from_a_shared_render(server: ServerProcess) -> None:
+def test_shared_render_drops_set_cookie(server: ServerProcess) -> None:
     assert "set-cookie" not in fetch(server, "/cookie").headers
     assert fetch(server, "/cookie", Cookie="me=1").headers["set-cookie"] == "s=1"
 
@@ -175,7 +175,7 @@ def test_stale_is_served_while_refreshed(server: ServerProcess) -> None:
     stale = fetch(server, "/stale")
     assert stale.headers["x-cache"] == "STALE"
     assert stale.text == first.text
-    # The background refresh replaces the entry; a later request sees it.
+    # The background refresh replaces the entry, and a later request gets it.
     wait_for(lambda: fetch(server, "/stale").text != first.text)
     wait_for(lambda: render_count(server, "/stale") >= 2)
 
@@ -259,7 +259,7 @@ def _segments(master: int) -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
 
 
-def test_segment_outlives_its_processes_and_goes_with_the_server(
+def test_segment_lifetime_is_the_servers(
     tmp_path: Path,
 ) -> None:
     # --max-requests makes hypercorn end each server process after a few

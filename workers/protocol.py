@@ -11,9 +11,10 @@ A frame is a fixed header followed by a JSON metadata object and a raw body::
 
 All integers are little-endian. Rendered pages are the large part of the
 traffic (tens of kilobytes each), so they travel as raw bytes beside a small
-JSON header instead of as a string inside JSON, which would make both sides
-escape and unescape every byte; ``perf/bench_wire.py`` measures the
-difference. The module does no I/O, so both sides and the tests share it.
+JSON header. Inside JSON, both sides would escape and unescape every byte:
+``perf/bench_wire.py`` measured the frame 2 to 3 times cheaper than JSON and
+about 2 times cheaper than pickle for a 44 KB page. The module does no I/O,
+so both sides and the tests share it.
 """
 
 from __future__ import annotations

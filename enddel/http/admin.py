@@ -2,7 +2,7 @@
 
 The endpoints exist only when ``ENDDEL_ADMIN_TOKEN`` is set, and every call
 must carry it as ``Authorization: Bearer <token>``. A purge acts on the shared
-segment, so every server process sees it at once.
+segment, so it takes effect in every server process at once.
 
 The request body is JSON with exactly one of:
 

@@ -1,10 +1,10 @@
 """Server-side rendered pages: the page cache in front of the render pool.
 
-A GET or HEAD that is not an API call or a static file ends here. The page is
-looked up in the page cache; a fresh entry is served as it is (HIT), a stale
-one is served while one background render refreshes it (STALE), and a miss is
-rendered once however many requests wait for it (MISS), in this process and,
-through the store's in-flight marks, in every server process. Requests with
+A GET or HEAD that is not an API call or a static file ends here, and the page
+is looked up in the page cache. A fresh entry is served as it is (HIT). A stale
+one is served while one background render refreshes it (STALE). A miss is
+rendered once however many requests wait for it (MISS): once in this process,
+and, through the store's in-flight marks, once across every server process. Requests with
 credentials skip the cache in both directions (BYPASS).
 
 A render runs as a task in the app's nursery, never in the request's own task,
@@ -64,7 +64,7 @@ _CODING_NAMES = {"br": "br", "gzip": "gzip"}
 
 
 class Renderer(Protocol):
-    """What the handler needs of the render pool."""
+    """The render pool, as far as the handler uses it."""
 
     async def render(self, url: str, deadline: float) -> RenderResult: ...
 
@@ -79,7 +79,7 @@ class _Flight:
 
 
 def request_url(request: Request) -> str:
-    """The path and query exactly as the client sent them, for ``renderPage``."""
+    """Return the path and query exactly as the client sent them, for ``renderPage``."""
     raw_path = request.scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else request.path
     query = request.scope.get("query_string", b"")
@@ -116,7 +116,7 @@ class SsrHandler:
             self._error_page = config.error_page.read_bytes()
 
     async def respond(self, request: Request, arrived: float) -> Response:
-        """Answer a GET or HEAD; ``arrived`` is the request's trio arrival time."""
+        """Respond to a GET or HEAD that ``arrived`` at this trio time."""
         metrics.start_timing()
         url = request_url(request)
         deadline = arrived + self._config.render_timeout
