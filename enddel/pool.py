@@ -18,11 +18,15 @@ Outcomes of a job, as the waiting request sees them:
 A worker that dies mid-render is restarted with backoff and its job is retried
 once on another worker; a second death fails the job with RenderFailed.
 
-A worker is *retired* (stopped between jobs and replaced at once, without
-backoff) after ``ENDDEL_WORKER_MAX_RENDERS`` renders, when its V8 heap passes
-``ENDDEL_WORKER_MAX_HEAP_MB``, after a render that ran out of heap, and after a
-bundle reload. Only one slot is retired at a time, so the others keep serving
-and no queued job waits for more than one worker start.
+A worker is *retired* after ``ENDDEL_WORKER_MAX_RENDERS`` renders, when its V8
+heap passes ``ENDDEL_WORKER_MAX_HEAP_MB``, after a render that ran out of heap,
+and after a bundle reload. Its successor is started first, and the slot hands
+over between jobs once the successor is ready, so a slot never stands empty.
+Until then the old worker keeps taking jobs, except after running out of heap
+or a reload (a job keyed by the new version must not render the old bundle).
+Replacements load one at a time, so loading V8 leaves a core for rendering.
+Each result names the bundle version that rendered it, and the page is stored
+under that version's key.
 
 Workers load a private copy of the bundle (a *snapshot*), never the deployed
 file itself: a worker restarted after a crash must run the bundle that the
