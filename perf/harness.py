@@ -66,7 +66,9 @@ class Server:
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                print(f"{self.name} ignored its stop signal; killing it", file=sys.stderr)
+                print(
+                    f"{self.name} ignored its stop signal; killing it", file=sys.stderr
+                )
         # The group is this server's own session, started by us: its id is the
         # leader's PID. A render worker still exiting is ended here.
         with contextlib.suppress(ProcessLookupError):
@@ -255,7 +257,10 @@ def _wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
         if process.poll() is not None:
             output = process.stdout.read() if process.stdout else ""
             raise RuntimeError(f"nginx exited with {process.returncode}: {output}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 1),
+        ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"nginx did not listen on port {port} within {START_TIMEOUT} s")
@@ -310,7 +315,11 @@ def enddel_rss(server: Server) -> dict[str, list[int]]:
     children (multiprocessing's resource tracker) are left out.
     """
     tree = process_tree(server.pid)
-    kinds: dict[str, list[int]] = {"master": [], "server process": [], "render worker": []}
+    kinds: dict[str, list[int]] = {
+        "master": [],
+        "server process": [],
+        "render worker": [],
+    }
     kinds["master"].append(rss_bytes(server.pid))
     for pid, (parent, command) in tree.items():
         if " -m workers" in command:

@@ -51,7 +51,9 @@ class Load:
 def wrk_path() -> str:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise RuntimeError("wrk is not installed: apt-get install wrk (nox -s perf does)")
+        raise RuntimeError(
+            "wrk is not installed: apt-get install wrk (nox -s perf does)"
+        )
     return wrk
 
 
@@ -59,9 +61,33 @@ def measure(base_url: str, load: Load, plan: Plan) -> dict[str, Any]:
     """Warm up, run ``plan.runs`` times and return the median run and every run."""
     if plan.warmup_seconds > 0:
         run_once(base_url, load, plan.warmup_seconds, "warmup")
-    runs = [run_once(base_url, load, plan.run_seconds, f"r{i}") for i in range(plan.runs)]
+    runs = [
+        run_once(base_url, load, plan.run_seconds, f"r{i}") for i in range(plan.runs)
+    ]
     middle = _median_run(runs)
     return middle | {"runs": [run["requests_per_second"] for run in runs]}
+
+
+def measure_side_by_side(
+    targets: Mapping[str, tuple[str, Load]], plan: Plan
+) -> dict[str, dict[str, Any]]:
+    """Measure several peers with their runs interleaved: a, b, c, a, b, c, ...
+
+    A burst of load from other programs on a shared machine then falls on every
+    peer's runs alike instead of on one peer's, which keeps the ratios honest.
+    """
+    if plan.warmup_seconds > 0:
+        for base_url, load in targets.values():
+            run_once(base_url, load, plan.warmup_seconds, "warmup")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for index in range(plan.runs):
+        for name, (base_url, load) in targets.items():
+            runs[name].append(run_once(base_url, load, plan.run_seconds, f"r{index}"))
+    return {
+        name: _median_run(results)
+        | {"runs": [r["requests_per_second"] for r in results]}
+        for name, results in runs.items()
+    }
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,7 +104,9 @@ def run_once(base_url: str, load: Load, seconds: float, tag: str) -> dict[str, A
     """Run wrk once and return its figures: throughput, latency in us, errors."""
     params = dict(load.params) | {"tag": tag}
     threads = max(1, -(-load.connections // CONNECTIONS_PER_THREAD))
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="enddel-perf-") as script:
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".lua", prefix="enddel-perf-"
+    ) as script:
         script.write(_script_text(load.script, params))
         script.flush()
         command = [
@@ -87,13 +115,21 @@ def run_once(base_url: str, load: Load, seconds: float, tag: str) -> dict[str, A
             "-s", script.name, base_url,
         ]  # fmt: skip
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + WRK_SLACK, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=seconds + WRK_SLACK,
+            check=False,
         )
     return _parse(done, command)
 
 
-def _parse(done: subprocess.CompletedProcess[str], command: list[str]) -> dict[str, Any]:
-    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+def _parse(
+    done: subprocess.CompletedProcess[str], command: list[str]
+) -> dict[str, Any]:
+    line = next(
+        (x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None
+    )
     if done.returncode != 0 or line is None:
         raise RuntimeError(
             f"wrk failed with status {done.returncode}: {' '.join(command)}\n"
@@ -125,6 +161,8 @@ def _lua_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, Mapping):
-        fields = ", ".join(f"[{json.dumps(k)}] = {_lua_value(v)}" for k, v in value.items())
+        fields = ", ".join(
+            f"[{json.dumps(k)}] = {_lua_value(v)}" for k, v in value.items()
+        )
         return "{" + fields + "}"
     raise TypeError(f"cannot write {type(value).__name__} as a Lua value: {value!r}")

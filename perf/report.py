@@ -2,13 +2,13 @@
 
 Every function reads the results dictionary that :mod:`perf.run` builds (and
 writes to ``perf/results/latest.json``), so a page or a chart can be rebuilt
-from a saved run: ``python perf/report.py perf/results/latest.json``.
+from a saved run: ``python perf/report.py perf/results/latest.json --docs``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ HEAVY_PATH = "/heavy"
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One verdict per target: the measured ratio, the bound and pass or fail."""
+    """Judge each target: the measured ratio, the bound, and pass or fail."""
     verdicts: list[dict[str, Any]] = []
     scenarios = results["servers"].get(MAIN_WORKERS, {}).get("scenarios", {})
 
@@ -39,10 +39,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     def add(name: str, value: float | None, bound: float, at_least: bool) -> None:
         if value is None:
-            verdicts.append({"target": name, "ratio": None, "bound": bound, "passed": None})
+            verdicts.append(
+                {"target": name, "ratio": None, "bound": bound, "passed": None}
+            )
             return
         passed = value >= bound if at_least else value <= bound
-        verdicts.append({"target": name, "ratio": value, "bound": bound, "passed": passed})
+        verdicts.append(
+            {"target": name, "ratio": value, "bound": bound, "passed": passed}
+        )
 
     add("hits: throughput / framework ceiling >= 0.95",
         ratio("hit", "enddel", "ceiling"), 0.95, True)  # fmt: skip
@@ -51,8 +55,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("misses: throughput / Node peer without cache >= 0.8",
         ratio("miss", "enddel", "node"), 0.8, True)  # fmt: skip
     render = results["render"].get(PAGE_PATH)
+    pool_ratio = render["pool_s"] / render["engine_s"] if render else None
     add("render pool: time per render / mini-racer render ceiling <= 1.25",
-        render["pool_s"] / render["engine_s"] if render else None, 1.25, False)  # fmt: skip
+        pool_ratio, 1.25, False)  # fmt: skip
     add("heavy mix: throughput / Node peer without cache >= 3",
         ratio("mix", "enddel", "node"), 3.0, True)  # fmt: skip
     entries = [p["requests_per_second"] for p in results.get("entries", [])]
@@ -68,8 +73,7 @@ def _figure(result: dict[str, Any], key: str) -> float:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The terminal table: every scenario and peer, then the render figures and
-    the target verdicts."""
+    """Format the terminal table: scenarios, render figures, then target verdicts."""
     lines = []
     for workers, figures in results["servers"].items():
         for scenario, runs in figures["scenarios"].items():
@@ -77,8 +81,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     for path, render in results["render"].items():
         lines.append(
-            f"render {path:<20} node {render['node_s'] * 1e6:8.0f} us   mini-racer "
-            f"{render['engine_s'] * 1e6:8.0f} us   pool {render['pool_s'] * 1e6:8.0f} us"
+            f"render {path:<20} node {render['node_s'] * 1e6:8.0f} us   "
+            f"mini-racer {render['engine_s'] * 1e6:8.0f} us   "
+            f"pool {render['pool_s'] * 1e6:8.0f} us"
             f"   pool/mini-racer {render['pool_s'] / render['engine_s']:.2f}x"
             f"   mini-racer/node {render['engine_s'] / render['node_s']:.2f}x"
         )
@@ -107,9 +112,14 @@ def _scenario_rows(workers: str, scenario: str, runs: dict[str, Any]) -> list[st
         if base is not None:
             value = result["requests_per_second"] / base["requests_per_second"]
             ratio = f"{value:.2f}x {base_name}"
-        extra = f" misses {result['miss_share']:.0%}" if peer == "enddel" and "miss_share" in result else ""
+        extra = (
+            f" misses {result['miss_share']:.0%}"
+            if peer == "enddel" and "miss_share" in result
+            else ""
+        )
         rows.append(
-            f"{workers:>2} {scenario:<8} {peer:<12} {result['requests_per_second']:9.0f} "
+            f"{workers:>2} {scenario:<8} {peer:<12} "
+            f"{result['requests_per_second']:9.0f} "
             f"{latency['p50'] / 1000:8.2f} {latency['p99'] / 1000:8.2f} {ratio:>14} "
             f"{result['error_count']:>6}{extra}"
         )
@@ -139,8 +149,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
         for peer, points in figures["curves"].items():
             x = [p["connections"] for p in points]
             label = f"{peer} -w {workers}"
-            axes[0][0].plot(x, [p["requests_per_second"] for p in points], style, marker="o", label=label)
-            axes[0][1].plot(x, [p["p99_us"] / 1000 for p in points], style, marker="o", label=label)
+            axes[0][0].plot(
+                x,
+                [p["requests_per_second"] for p in points],
+                style,
+                marker="o",
+                label=label,
+            )
+            axes[0][1].plot(
+                x, [p["p99_us"] / 1000 for p in points], style, marker="o", label=label
+            )
     for axis, title, unit in (
         (axes[0][0], "hits: throughput against connections", "requests/s"),
         (axes[0][1], "hits: p99 latency against connections", "ms"),
@@ -155,7 +173,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     entries = results.get("entries", [])
     axis = axes[1][0]
-    axis.plot([p["entries"] for p in entries], [p["requests_per_second"] for p in entries], marker="o")
+    axis.plot(
+        [p["entries"] for p in entries],
+        [p["requests_per_second"] for p in entries],
+        marker="o",
+    )
     axis.set_xscale("log")
     axis.set_ylim(bottom=0)
     axis.set_xlabel("stored entries")
@@ -163,8 +185,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axis.set_title("hits against stored entries (-w 2)")
 
     _scenario_bars(axes[1][1], results)
-    figure.suptitle(f"enddel benchmarks ({results['mode']['name']} mode, "
-                    f"{results['machine']['cores']} cores)")
+    figure.suptitle(
+        f"enddel benchmarks ({results['mode']['name']} mode, "
+        f"{results['machine']['cores']} cores)"
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
@@ -179,7 +203,9 @@ def _scenario_bars(axis: Any, results: dict[str, Any]) -> None:
         if base is None or "enddel" not in runs:
             continue
         labels.append(f"{scenario}\n/ {BASELINES[scenario]}")
-        values.append(runs["enddel"]["requests_per_second"] / base["requests_per_second"])
+        values.append(
+            runs["enddel"]["requests_per_second"] / base["requests_per_second"]
+        )
     axis.bar(labels, values)
     axis.axhline(1.0, color="grey", linewidth=0.8)
     axis.set_ylabel("enddel throughput / baseline")
@@ -197,6 +223,13 @@ def markdown(results: dict[str, Any], path: Path) -> None:
         "## Machine of the latest run\n",
         *(f"- {name}: {value}" for name, value in machine.items()),
         f"- mode: {results['mode']['name']}, {results['seconds'] / 60:.0f} minutes",
+        "",
+        "## Commands\n",
+        "```sh",
+        "python3 -m nox -s perf            # installs wrk, node, the demo build",
+        "python3 -m nox -s perf -- --short # the CI mode",
+        *results["commands"],
+        "```",
         "",
         "## Targets\n",
         *(f"- {_verdict_line(v)}" for v in results["targets"]),
@@ -236,7 +269,7 @@ _PAGE_INTRO = """\
 started in the same run on the same machine, with wrk on loopback, and
 reports ratios: absolute figures on a shared two-core machine move by tens of
 percent between runs, ratios much less. `--short` is the CI mode (a few
-minutes); the full mode takes about half an hour. This page is written by the
+minutes); the full mode took 15 minutes on two cores. This page is written by the
 suite from its latest run; the raw figures are in `perf/results/latest.json`.
 
 ## What runs
@@ -276,12 +309,27 @@ suite from its latest run; the raw figures are in `perf/results/latest.json`.
   entries at random among them.
 
 Every measurement is a warm-up run and then several runs (3 in the short
-mode, 5 in the full one); the run with the median throughput is reported.
+mode; 5 in the full one, 3 for the curves), with the peers of one scenario
+taking turns run by run; the run with the median throughput is reported.
 wrk takes one thread (two above 128 connections), on the same two cores as
 the servers, so every figure includes the load generator's share of the CPU.
 """
 
 
-if __name__ == "__main__":
-    saved = json.loads(Path(sys.argv[1]).read_text())
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Rebuild the outputs of a saved run.")
+    parser.add_argument("results", type=Path, help="a saved run, such as latest.json")
+    parser.add_argument(
+        "--docs", action="store_true", help="rewrite docs/benchmarks.md and .png"
+    )
+    args = parser.parse_args()
+    saved = json.loads(args.results.read_text())
     print(table(saved))
+    if args.docs:
+        docs = Path(__file__).resolve().parent.parent / "docs"
+        chart(saved, docs / "benchmarks.png")
+        markdown(saved, docs / "benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
