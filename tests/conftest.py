@@ -51,6 +51,19 @@ class ServerProcess:
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
+    def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until ``text`` appears in the log; fail with the log if it does not.
+
+        Log lines reach the test through the server's output pipe, a little
+        after the responses that caused them, so a check right after a request
+        may run before its line has been read.
+        """
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log:\n{self.log}")
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGINT) -> int:
         """Send ``sig`` to the master and wait for the whole server to exit."""
         if self.process.poll() is None:

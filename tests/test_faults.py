@@ -249,7 +249,7 @@ async def test_warm_urls_are_hits_and_top_pages_rewarm_after_reload(
 
     assert [r.headers["x-cache"] for r in warmed] == ["HIT", "HIT"]
     assert popular.headers["x-cache"] == "HIT"
-    assert "warm-up rendered 3 of 3 pages" in server.log
+    server.wait_log("warm-up rendered 3 of 3 pages")
     assert after.headers["x-cache"] == "HIT"
     assert b"<p>v2 page /popular</p>" in after.content
 
