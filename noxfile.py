@@ -75,9 +75,11 @@ def serve(session: nox.Session) -> None:
     bind = session.posargs[0] if session.posargs else "127.0.0.1:8000"
     with demo_api(session) as upstream:
         session.log(f"demo API upstream on {upstream}")
+        # The graceful timeout outlasts a render (ENDDEL_RENDER_TIMEOUT, 5 s by
+        # default), so a draining process finishes the renders it started.
         session.run(
-            "hypercorn", "-k", "trio", "--bind", bind, "enddel.app:app",
-            env={"ENDDEL_API_UPSTREAM": upstream},
+            "hypercorn", "-k", "trio", "--bind", bind, "--graceful-timeout", "10",
+            "enddel.app:app", env={"ENDDEL_API_UPSTREAM": upstream},
         )  # fmt: skip
 
 

@@ -124,6 +124,9 @@ def test_compressed_variants(server: ServerProcess) -> None:
         assert response.text == plain.text
     etags = {r.headers["etag"] for r in (plain, brotli, gzip)}
     assert len(etags) == 3
+    assert plain.headers["etag"].endswith('-identity"')
+    assert brotli.headers["etag"] == plain.headers["etag"].replace("-identity", "-br")
+    assert gzip.headers["etag"] == plain.headers["etag"].replace("-identity", "-gzip")
 
 
 def test_method_not_allowed(server: ServerProcess) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "if_range_matches",
     "make_content_etag",
     "make_etag",
+    "recode_etag",
 ]
 
 #: Methods for which ``If-None-Match`` and ``If-Modified-Since`` give 304
@@ -70,6 +71,14 @@ def make_content_etag(body: bytes, coding: str = "identity") -> str:
     accidental collisions between versions of one resource unlikely.
     """
     return f'"{xxhash.xxh3_64_hexdigest(body)}-{coding.lower()}"'
+
+
+def recode_etag(etag: str, coding: str) -> str:
+    """Turn the tag of a body's identity form into the tag of its ``coding`` form.
+
+    ``etag`` must come from :func:`make_content_etag` with the identity coding.
+    """
+    return etag.removesuffix('-identity"') + f'-{coding.lower()}"'
 
 
 def if_none_match_matches(header: str | None, etag: str) -> bool:

@@ -24,6 +24,7 @@ from enddel import metrics
 from enddel.cache import Entry, PageStore
 from enddel.cache.policy import age_seconds, bypasses_cache, cache_key
 from enddel.config import Config
+from enddel.http.conditional import recode_etag
 from enddel.http.negotiation import choose_encoding
 
 __all__ = ["CachedPageFastPath"]
@@ -112,7 +113,7 @@ class CachedPageFastPath:
             variant = entry.body_br if coding == "br" else entry.body_gzip
             assert variant is not None  # choose() offers only variants that exist
             body = variant
-            etag = f'{etag[:-1]}-{coding}"'
+            etag = recode_etag(etag, coding)
             headers.append((b"content-encoding", coding.encode()))
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"text/html; charset=utf-8"))

@@ -36,7 +36,11 @@ from enddel.cache.policy import (
 )
 from enddel.compression import compress_page
 from enddel.config import Config
-from enddel.http.conditional import if_none_match_matches, make_content_etag
+from enddel.http.conditional import (
+    if_none_match_matches,
+    make_content_etag,
+    recode_etag,
+)
 from enddel.http.negotiation import choose_encoding
 from enddel.logs import cache_log, render_log
 from enddel.pool import (
@@ -326,7 +330,7 @@ class SsrHandler:
             variant = entry.body_br if coding == "br" else entry.body_gzip
             assert variant is not None  # choose_encoding offers only what exists
             body = variant
-            etag = f'{entry.etag[:-1]}-{coding}"'
+            etag = recode_etag(entry.etag, coding)
         headers.append(("ETag", etag))
 
         if if_none_match_matches(request.headers.get("If-None-Match"), etag):
