@@ -4,8 +4,8 @@ A GET or HEAD that is not an API call or a static file ends here, and the page
 is looked up in the page cache. A fresh entry is served as it is (HIT). A stale
 one is served while one background render refreshes it (STALE). A miss is
 rendered once however many requests wait for it (MISS): once in this process,
-and, through the store's in-flight marks, once across every server process. Requests with
-credentials skip the cache in both directions (BYPASS).
+and, through the store's in-flight marks, once across every server process.
+Requests with credentials skip the cache in both directions (BYPASS).
 
 A render runs as a task in the app's nursery, never in the request's own task,
 so a client that disconnects does not cancel a render that others wait for.
