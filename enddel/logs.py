@@ -67,7 +67,15 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, _DATE_FORMAT))
     root.addHandler(handler)
-    root.setLevel(level)
+    if level in logging.getLevelNamesMapping():
+        root.setLevel(level)
+        return
+    root.setLevel(logging.INFO)
+    server_log.warning(
+        "ENDDEL_LOG_LEVEL=%r is invalid: expected DEBUG, INFO, WARNING, ERROR or "
+        "CRITICAL; logging at INFO",
+        level,
+    )
 
 
 # -- repeats and secrets ----------------------------------------------------------
