@@ -352,7 +352,7 @@ class Engine:
         self._deadline = time.monotonic() + timeout
         self._watchdog.arm(timeout + _LIVENESS_TIMEOUT * 2)
         try:
-            packed = self._context.eval(call, timeout_sec=timeout)
+            packed: object = self._context.eval(call, timeout_sec=timeout)
             if packed == "":
                 packed = self._settle(timeout - (time.perf_counter() - started))
         except JSTimeoutException:
