@@ -43,6 +43,7 @@ import trio
 from enddel.cache import PageStore
 from enddel.cache.policy import key_prefix
 from enddel.config import Config
+from enddel.http.health import start_draining
 from enddel.logs import server_log
 from enddel.pool import BundleRejected, PoolClosed, RenderError, RenderPool
 from enddel.template import TemplateError
@@ -201,6 +202,7 @@ class Lifecycle:
             return
         await context.terminated.wait()
         self.state = LifecycleState.DRAINING
+        start_draining()
         server_log.info(
             "server process %d draining: no new connections, open requests finish",
             os.getpid(),
@@ -211,6 +213,9 @@ class Lifecycle:
             server_log.info("SIGTERM received again while draining; ignored")
             return
         self.state = LifecycleState.DRAINING
+        # readyz answers 503 from here, while the close notice below still
+        # serves requests, so a load balancer stops sending traffic first.
+        start_draining()
         server_log.info("SIGTERM received: draining requests, then stopping")
         if self._closer is not None:
             self._closer.closing = True

@@ -209,3 +209,27 @@ async def test_render_worker_ignores_group_sigterm(tmp_path: Path) -> None:
     stopped = [line for line in server.log_lines if "exited with" in line]
     assert stopped == []
     assert "Traceback" not in server.log
+
+
+def test_readyz_fails_once_sigterm_starts_the_drain(tmp_path: Path) -> None:
+    settings = write_site(tmp_path)
+    with run_server(settings) as server:
+        ready = httpx.get(server.url + "/_enddel/readyz", timeout=10)
+        assert ready.status_code == 200
+        (pid,) = server_pids(server)
+        os.kill(pid, signal.SIGTERM)
+        answers: list[httpx.Response] = []
+
+        def drained_answer() -> bool:
+            # New connections, so the draining process itself answers while it
+            # still accepts them during its close notice.
+            with httpx.Client(timeout=10) as client:
+                answers.append(client.get(server.url + "/_enddel/readyz"))
+            return answers[-1].status_code == 503
+
+        wait_for(drained_answer, timeout=10)
+        assert "draining: failed" in answers[-1].text
+        assert answers[-1].headers["Cache-Control"] == "no-store"
+        # Pages are still served: by the draining process during its close
+        # notice, then by the replacement that the master starts.
+        assert httpx.get(server.url + "/page", timeout=10).status_code == 200
