@@ -421,3 +421,62 @@ def test_store_claim_tokens(store: PageStore) -> None:
     store.release(b"k", first)
     assert not store.is_claimed(b"k")
     assert store.is_claimed(b"other")
+
+
+def test_kept_copies_follow_the_shared_ring() -> None:
+    buf, writer = make_ring(64 * 1024, 64)
+    reader = Ring(buf, read_geometry(buf))
+    key = b"v\0/page"
+    digest = xxhash.xxh3_64_intdigest(key)
+
+    def put(entry: Entry) -> None:
+        writer.begin_mutation(1)
+        assert writer.put(entry, digest)
+        writer.end_mutation()
+
+    first = make_entry(key, 1, 500, True, False)
+    put(first)
+    assert reader.get(key, digest) == first
+    assert reader.get(key, digest) == first  # the kept copy, checked live
+    second = make_entry(key, 2, 500, False, True)
+    put(second)
+    assert reader.get(key, digest) == second
+    assert writer.purge(key, digest)
+    assert reader.get(key, digest) is None
+    put(first)
+    assert reader.get(key, digest) == first
+    assert writer.purge_all() == 1
+    assert reader.get(key, digest) is None
+
+
+def test_kept_copy_of_a_purged_record_is_not_returned() -> None:
+    # A reader that took the index's reference just before a purge or an
+    # eviction still checks the record itself before it returns its copy.
+    buf, writer = make_ring(64 * 1024, 64)
+    reader = Ring(buf, read_geometry(buf))
+    key = b"v\0/page"
+    digest = xxhash.xxh3_64_intdigest(key)
+    writer.begin_mutation(1)
+    writer.put(make_entry(key, 1, 500, True, True), digest)
+    writer.end_mutation()
+    assert reader.get(key, digest) is not None
+    logical = reader._recent[key][0]
+    assert reader._recent_entry(logical, key) is not None
+
+    assert writer.purge(key, digest)
+    assert reader._recent_entry(logical, key) is None
+
+    writer.begin_mutation(1)
+    writer.put(make_entry(key, 2, 500, True, True), digest)
+    writer.end_mutation()
+    assert reader.get(key, digest) is not None
+    logical = reader._recent[key][0]
+    for index in range(200):  # evict it: the tail passes its record
+        other = f"v\0/other/{index}".encode()
+        writer.begin_mutation(1)
+        writer.put(
+            make_entry(other, index, 500, False, False), xxhash.xxh3_64_intdigest(other)
+        )
+        writer.end_mutation()
+    assert reader._recent_entry(logical, key) is None
+    assert reader.get(key, digest) is None

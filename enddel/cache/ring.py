@@ -76,6 +76,13 @@ _U32_STATE = struct.Struct("<I")
 #: its home slot on, so a lookup touches at most 640 bytes.
 CLAIM_WINDOW: Final = 16
 
+#: Bytes of entries each process keeps from its own recent reads. A kept
+#: entry is returned while its record is still the live one for its key,
+#: which two reads of shared memory prove, instead of copying and
+#: checksumming the record again (12 of the 18 microseconds of a 49 KB hit).
+#: The budget bounds the copies a process holds beside the shared segment.
+RECENT_BYTES: Final = 32 * 1024 * 1024
+
 
 class Ring:
     """Records, index and counters of one segment, over a writable buffer.
@@ -91,6 +98,10 @@ class Ring:
         self._ring_bytes = geometry.ring_bytes
         self._index_offset = geometry.index_offset
         self._mask = geometry.index_buckets - 1
+        # Key -> (logical offset of the record it was read from, entry), oldest
+        # first. Only this process's readers touch it.
+        self._recent: dict[bytes, tuple[int, Entry]] = {}
+        self._recent_bytes = 0
 
     # Reads: lock-free, no syscalls.
 
@@ -105,11 +116,47 @@ class Ring:
             if reference == 0:
                 return None
             if bucket_digest == digest:
-                entry = self._read(reference - 1, key)
+                entry = self._recent_entry(reference - 1, key)
+                if entry is None:
+                    entry = self._read(reference - 1, key)
+                    if entry is not None:
+                        self._remember(reference - 1, entry)
                 if entry is not None:
                     return entry
             position = (position + 1) & self._mask
         return None
+
+    def _recent_entry(self, logical: int, key: bytes) -> Entry | None:
+        """Return the kept copy of the record at ``logical`` if it is still live.
+
+        A record's logical offset is never reused, because the head only grows.
+        So a live record at the offset the index points to, not yet passed by
+        the tail, is the very record the copy was made from. A purge marks it
+        dead, a replacement or an eviction moves the index or the tail, and
+        either check then fails.
+        """
+        recent = self._recent.get(key)
+        if recent is None or recent[0] != logical:
+            return None
+        base = self._ring_offset + logical % self._ring_bytes
+        if _U32_STATE.unpack_from(self._buf, base + STATE_OFFSET)[0] != STATE_LIVE:
+            return None
+        if load(self._buf, HeaderField.TAIL) > logical:
+            return None
+        return recent[1]
+
+    def _remember(self, logical: int, entry: Entry) -> None:
+        size = _entry_bytes(entry)
+        if size > RECENT_BYTES // 8:
+            return
+        previous = self._recent.pop(entry.key, None)
+        if previous is not None:
+            self._recent_bytes -= _entry_bytes(previous[1])
+        while self._recent and self._recent_bytes + size > RECENT_BYTES:
+            oldest = next(iter(self._recent))
+            self._recent_bytes -= _entry_bytes(self._recent.pop(oldest)[1])
+        self._recent[entry.key] = (logical, entry)
+        self._recent_bytes += size
 
     def _read(self, logical: int, key: bytes) -> Entry | None:
         buf = self._buf
@@ -567,3 +614,7 @@ class Claims:
             found == digest and self._active(owner, started, expires, now)
             for _, found, owner, started, expires in self._window(digest)
         )
+
+
+def _entry_bytes(entry: Entry) -> int:
+    return len(entry.body) + len(entry.body_br or b"") + len(entry.body_gzip or b"")
