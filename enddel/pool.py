@@ -149,7 +149,7 @@ class WorkerState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    """What ``renderPage`` returned for one URL, checked and normalised."""
+    """The result of ``renderPage`` for one URL, checked and normalised."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -780,7 +780,7 @@ def _log_console(url: str, job_id: int, lines: object) -> None:
 
 
 def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The single exception inside nested groups, or None if there are several."""
+    """Return the one exception inside nested groups, or None if there are several."""
     leaf: BaseException = group
     while isinstance(leaf, BaseExceptionGroup):
         if len(leaf.exceptions) != 1:

@@ -164,7 +164,7 @@ _FETCH_GRACE = 0.25
 #: Calls of Engine.heap_used_bytes between two real heap measurements.
 HEAP_SAMPLE_RENDERS = 16
 
-#: How long a context gets to answer a trivial script after a render timed out.
+#: How long a context gets to run a trivial script after a render timed out.
 #: A context that cannot is still running the render's JavaScript (an endless
 #: loop in a promise callback, which the eval timeout does not stop).
 _LIVENESS_TIMEOUT = 0.5
@@ -348,7 +348,7 @@ class Engine:
         promise settles; timers still pending then are cancelled. Raises
         JSTimeoutException when the render does not settle in time (its console
         lines are then in :attr:`abandoned_console`), WedgedError when the
-        context stops answering after that, and JSOOMException when the render
+        context stops running scripts after that, and JSOOMException when the render
         exhausted the heap.
         """
         started = time.perf_counter()
@@ -400,7 +400,7 @@ class Engine:
             )
         except JSTimeoutException:
             raise WedgedError(
-                "the V8 context stopped answering after a timeout"
+                "the V8 context stopped running scripts after a timeout"
             ) from None
         self.abandoned_console = json.loads(str(packed))
 

@@ -3,12 +3,13 @@
 A fresh hit is the response an SSR server sends most, and on hypercorn's trio
 worker the framework costs more than the lookup: Quart's request and response
 objects and routing take about as long again as hypercorn itself. This ASGI
-layer sits in front of Quart and answers the plain case itself, with two ASGI
-messages and headers built from the entry. Everything else passes through to
+layer sits in front of Quart and sends the plain case itself, as two ASGI
+messages with headers built from the entry. Everything else passes through to
 Quart unchanged, where the SSR handler applies the same rules:
 
 - methods other than GET and HEAD, and ``/api`` and ``/_enddel`` paths;
-- requests with credentials (Cookie, Authorization) or ``If-None-Match``;
+- requests with ``Authorization``, with a Cookie other than the names in
+  ``ENDDEL_CACHE_IGNORED_COOKIES``, or with ``If-None-Match``;
 - a miss, a stale entry, and an entry whose status is not 200, since a
   stored 404 must not hide a static file that a new client build added (for
   a 200, a static file with the same path as a page is a build error).
@@ -38,7 +39,7 @@ _CHOICE_TABLE_SIZE = 512
 
 
 class CachedPageFastPath:
-    """ASGI middleware that serves fresh cached pages before Quart sees them."""
+    """ASGI middleware that serves fresh cached pages before Quart is called."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -50,7 +51,7 @@ class CachedPageFastPath:
     def attach(
         self, config: Config, store: PageStore | None, bundle_version: str
     ) -> None:
-        """Start answering from ``store``; called once the server is ready."""
+        """Start serving hits from ``store``; called once the server is ready."""
         self._config, self._store, self._bundle_version = config, store, bundle_version
 
     def detach(self) -> None:
@@ -59,13 +60,14 @@ class CachedPageFastPath:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._store is not None and scope["type"] == "http":
             metrics.start_timing()
-            entry = self._fresh_entry(scope)
-            if entry is not None and await self._send_entry(scope, entry, send):
+            now = time.time()
+            entry = self._fresh_entry(scope, now)
+            if entry is not None and await self._send_entry(scope, entry, send, now):
                 metrics.record_fast_hit()
                 return
         await self._app(scope, receive, send)
 
-    def _fresh_entry(self, scope: dict[str, Any]) -> Entry | None:
+    def _fresh_entry(self, scope: dict[str, Any], now: float) -> Entry | None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             return None
@@ -93,12 +95,14 @@ class CachedPageFastPath:
         entry = self._store.get(cache_key(self._bundle_version, url))
         if entry is None or entry.status != 200:
             return None
-        if time.time() - entry.stored_at >= entry.ttl:
+        if now - entry.stored_at >= entry.ttl:
             return None
         return entry
 
-    async def _send_entry(self, scope: dict[str, Any], entry: Entry, send: Any) -> bool:
-        """Send the entry; return False when the slow path must answer instead."""
+    async def _send_entry(
+        self, scope: dict[str, Any], entry: Entry, send: Any, now: float
+    ) -> bool:
+        """Send the entry; return False when the slow path must respond instead."""
         coding = self._choose(scope, entry)
         if coding is None:
             return False
@@ -121,7 +125,7 @@ class CachedPageFastPath:
             (b"vary", b"Accept-Encoding"),
             (b"x-cache", b"HIT"),
             (b"server-timing", metrics.server_timing("cache").encode()),
-            (b"age", str(age_seconds(entry, time.time())).encode()),
+            (b"age", str(age_seconds(entry, now)).encode()),
             (b"etag", etag.encode("latin-1")),
             (b"content-length", str(len(body)).encode()),
         ]
